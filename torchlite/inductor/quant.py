@@ -1,0 +1,177 @@
+"""Inductor lowerings of `torchlite::qlinear` and `torchlite::dequantize`.
+
+Decode-shaped calls (at most FUSED_MAX_ROWS rows, known at compile time) lower to one reduction over
+K that reads the packed weight, converts and scales it in registers and accumulates in float32: no
+dequantized weight is ever written to memory, so the kernel is bound by the bytes of the quantized
+weight. The reduction iterates [N, M] (weight row outer, activation row inner) so each weight row is
+read from memory once for all M activation rows. Larger (prefill-shaped or symbolic) calls are
+compute-bound: they dequantize into a temporary and use Inductor's GEMM.
+
+The reduction's loop nest is shaped by the storage layout (torchlite.quant.linear):
+- 8 bit, per channel: [K]; the scale multiplies the finished sum.
+- 8 bit, per group: [K/g, g]; the group scale is invariant in the inner loop.
+- 2-4 bit: [Kp/P, P/2]; each byte is loaded once and both nibbles are used against two runs of
+  P/2 contiguous activations, so every load vectorizes.
+"""
+from __future__ import annotations
+
+import torch
+from torch._inductor import ir
+from torch._inductor.lowering import lowerings, register_lowering
+from torch._inductor.virtualized import V, ops
+
+from ..ops import quant as _ops  # noqa: F401  (the ops must exist before we register lowerings)
+from ..quant.linear import block_size, padded_in_features
+
+aten = torch.ops.aten
+FUSED_MAX_ROWS = 16
+
+
+class _Weight:
+    """Loads of one quantized weight inside Inductor inner functions (all results float32)."""
+
+    def __init__(self, qdata, scale, zero, bits: int, group_size: int):
+        self.q = qdata.make_loader()
+        self.s = scale.make_loader()
+        self.z = zero.make_loader() if zero is not None else None
+        one = V.graph.sizevars.statically_known_equals  # sizes 0/1 are always specialized
+        self.per_row = not one(scale.get_size()[0], 1)
+        self.per_col = not one(scale.get_size()[1], 1)
+        self.packed = bits <= 4
+        self.bits = bits
+        self.block = block_size(bits, group_size)
+
+    def _sidx(self, n, g):
+        return [n if self.per_row else 0, g if self.per_col else 0]
+
+    def scale(self, n, g):
+        return self.s(self._sidx(n, g))
+
+    def offset(self, n, g):
+        """What is subtracted from the stored integer: the zero point, or 8 for symmetric nibbles."""
+        if self.z is not None:
+            return ops.to_dtype(self.z(self._sidx(n, g)), torch.float32)
+        return ops.constant(8.0, torch.float32) if self.packed else None
+
+    def _centered(self, stored, n, g):
+        v = ops.to_dtype(stored, torch.float32)
+        off = self.offset(n, g)
+        return v if off is None else ops.sub(v, off)
+
+    def byte(self, n, byte_idx):
+        return self.q([n, byte_idx])
+
+    def nibbles(self, n, byte_idx, g):
+        """(low, high) nibble of one byte, centered, float32."""
+        b = ops.to_dtype(self.byte(n, byte_idx), torch.int32)
+        lo = ops.bitwise_and(b, ops.constant(15, torch.int32))
+        hi = ops.bitwise_right_shift(b, ops.constant(4, torch.int32))
+        return self._centered(lo, n, g), self._centered(hi, n, g)
+
+    def value(self, n, k):
+        """Dequantized W[n, k] for an arbitrary index k (used by the dequantize lowering)."""
+        g = k // self.block if self.per_col else 0
+        if not self.packed:
+            v = self._centered(self.q([n, k]), n, g)
+        else:
+            p = self.block
+            r = k % p
+            byte = ops.to_dtype(self.byte(n, (k // p) * (p // 2) + r % (p // 2)), torch.int32)
+            shift = ops.index_expr(4 * (r // (p // 2)), torch.int32)
+            nib = ops.bitwise_and(ops.bitwise_right_shift(byte, shift), ops.constant(15, torch.int32))
+            v = self._centered(nib, n, g)
+        return ops.mul(v, self.scale(n, g))
+
+
+def _dequantized(qdata, scale, zero, bits, group_size, in_features, dtype):
+    w = _Weight(qdata, scale, zero, bits, group_size)
+    n_out = qdata.get_size()[0]
+
+    def inner(index):
+        n, k = index
+        return ops.to_dtype(w.value(n, k), dtype)
+
+    return ir.Pointwise.create(device=qdata.get_device(), dtype=dtype, inner_fn=inner, ranges=[n_out, in_features])
+
+
+@register_lowering(torch.ops.torchlite.dequantize.default, type_promotion_kind=None)
+def _dequantize_lowering(qdata, scale, zero, bits, group_size, in_features, dtype):
+    return _dequantized(qdata, scale, zero, bits, group_size, in_features, dtype)
+
+
+def _fused_sum(x2, w: _Weight, n_out, m_rows, kp, grouped: bool):
+    """acc[n, m] = sum_k x[m, k] * Wc[n, k], with Wc the centered (and, when grouped, scaled) weight."""
+    x = x2.make_loader()
+    f32 = torch.float32
+
+    def xv(m, k):
+        return ops.to_dtype(x([m, k]), f32)
+
+    if not w.packed and not grouped:
+        def inner(index, rindex):
+            n, m = index
+            (k,) = rindex
+            return ops.mul(xv(m, k), w._centered(w.byte(n, k), n, 0))
+        rranges = [kp]
+    elif not w.packed:
+        g_size = w.block
+
+        def inner(index, rindex):
+            n, m = index
+            g, j = rindex
+            k = g * g_size + j
+            return ops.mul(ops.mul(xv(m, k), w._centered(w.byte(n, k), n, g)), w.scale(n, g))
+        rranges = [kp // g_size, g_size]
+    else:
+        p, half = w.block, w.block // 2
+
+        def inner(index, rindex):
+            n, m = index
+            b, j = rindex
+            lo, hi = w.nibbles(n, b * half + j, b)
+            dot = ops.add(ops.mul(xv(m, b * p + j), lo), ops.mul(xv(m, b * p + half + j), hi))
+            return ops.mul(dot, w.scale(n, b)) if grouped else dot
+        rranges = [kp // p, half]
+
+    acc = ir.Reduction.create(
+        device=x2.get_device(), dst_dtype=f32, src_dtype=f32, inner_fn=inner,
+        ranges=[n_out, m_rows], reduction_ranges=rranges, reduction_type="sum",
+    )
+    acc.realize()
+    return acc
+
+
+@register_lowering(torch.ops.torchlite.qlinear.default, type_promotion_kind=None)
+def _qlinear_lowering(x, qdata, scale, zero, bias, bits, group_size, in_features):
+    *batch, k = x.get_size()
+    n_out = qdata.get_size()[0]
+    m_rows = ir.sympy_product(batch) if batch else 1
+    x2 = lowerings[aten.reshape](x, [m_rows, k])
+    out_dtype = x.get_dtype()
+    fused = V.graph.sizevars.statically_known_leq(m_rows, FUSED_MAX_ROWS)
+    if not fused:
+        w = _dequantized(qdata, scale, zero, bits, group_size, in_features, out_dtype)
+        out = lowerings[aten.mm](x2, lowerings[aten.permute](w, [1, 0]))
+        if bias is not None:
+            out = lowerings[aten.add](out, lowerings[aten.to](bias, out_dtype) if bias.get_dtype() != out_dtype else bias)
+        return lowerings[aten.reshape](out, [*batch, n_out])
+
+    kp = padded_in_features(in_features, bits, group_size)
+    if kp != k:
+        x2 = lowerings[aten.constant_pad_nd](x2, [0, kp - k], 0.0)
+    w = _Weight(qdata, scale, zero, bits, group_size)
+    grouped = group_size > 0
+    acc = _fused_sum(x2, w, n_out, m_rows, kp, grouped).make_loader()
+    bias_loader = bias.make_loader() if bias is not None else None
+
+    def epilogue(index):
+        m, n = index
+        v = acc([n, m])
+        if not grouped:
+            v = ops.mul(v, w.scale(n, 0))
+        if bias_loader is not None:
+            v = ops.add(v, ops.to_dtype(bias_loader([n]), torch.float32))
+        return ops.to_dtype(v, out_dtype)
+
+    out = ir.Pointwise.create(device=x.get_device(), dtype=out_dtype, inner_fn=epilogue, ranges=[m_rows, n_out])
+    return lowerings[aten.reshape](out, [*batch, n_out])

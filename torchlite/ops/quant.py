@@ -1,0 +1,107 @@
+"""Weight-only quantized ops.
+
+- `torchlite::dequantize(qdata, scale, zero, bits, group_size, in_features, dtype)` -> W[N, K]
+- `torchlite::qlinear(x, qdata, scale, zero, bias, bits, group_size, in_features)` -> x @ W.T + b
+
+The eager implementations are the reference (the test oracle of the Inductor lowerings): they
+dequantize with `torchlite.quant.dequantize_weight` and accumulate in float32.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import TorchliteError
+from ..quant.linear import dequantize_weight, padded_in_features
+
+
+def check_qweight(qdata, scale, zero, bits: int, group_size: int, in_features: int) -> None:
+    """Validate a quantized weight's storage against its metadata (shapes and dtypes)."""
+    packed = bits <= 4
+    kp = padded_in_features(in_features, bits, group_size)
+    want_cols = kp // 2 if packed else kp
+    if qdata.dim() != 2 or qdata.shape[1] != want_cols:
+        raise TorchliteError(
+            f"quantized weight has shape {tuple(qdata.shape)}, expected [out, {want_cols}] for "
+            f"in_features={in_features}, bits={bits}, group_size={group_size}: storage and metadata disagree"
+        )
+    want_dtype = torch.uint8 if (packed or zero is not None) else torch.int8
+    if qdata.dtype != want_dtype:
+        raise TorchliteError(f"quantized weight has dtype {qdata.dtype}, expected {want_dtype}")
+    n = qdata.shape[0]
+    if scale.dim() != 2 or scale.shape[0] not in (1, n) or kp % scale.shape[1]:
+        raise TorchliteError(f"scale of shape {tuple(scale.shape)} does not fit a weight of shape [{n}, {kp}]")
+    if zero is not None and zero.shape != scale.shape:
+        raise TorchliteError(f"zero point shape {tuple(zero.shape)} differs from scale shape {tuple(scale.shape)}")
+
+
+@torch.library.custom_op("torchlite::dequantize", mutates_args=())
+def dequantize(
+    qdata: torch.Tensor,
+    scale: torch.Tensor,
+    zero: torch.Tensor | None,
+    bits: int,
+    group_size: int,
+    in_features: int,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    check_qweight(qdata, scale, zero, bits, group_size, in_features)
+    return dequantize_weight(qdata, scale, zero, bits, group_size, in_features, dtype)
+
+
+@dequantize.register_fake
+def _(qdata, scale, zero, bits, group_size, in_features, dtype):
+    check_qweight(qdata, scale, zero, bits, group_size, in_features)
+    return qdata.new_empty((qdata.shape[0], in_features), dtype=dtype)
+
+
+def _check_x(x: torch.Tensor, in_features: int) -> None:
+    if x.dim() < 1 or x.shape[-1] != in_features:
+        raise TorchliteError(
+            f"qlinear got an input of shape {tuple(x.shape)}; its last dimension must be in_features={in_features}"
+        )
+    if not x.is_floating_point():
+        raise TorchliteError(f"qlinear needs a floating-point input, got {x.dtype}")
+
+
+@torch.library.custom_op("torchlite::qlinear", mutates_args=())
+def qlinear(
+    x: torch.Tensor,
+    qdata: torch.Tensor,
+    scale: torch.Tensor,
+    zero: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    bits: int,
+    group_size: int,
+    in_features: int,
+) -> torch.Tensor:
+    _check_x(x, in_features)
+    check_qweight(qdata, scale, zero, bits, group_size, in_features)
+    w = dequantize_weight(qdata, scale, zero, bits, group_size, in_features, torch.float32)
+    out = F.linear(x.float(), w, None if bias is None else bias.float())
+    return out.to(x.dtype)
+
+
+@qlinear.register_fake
+def _(x, qdata, scale, zero, bias, bits, group_size, in_features):
+    _check_x(x, in_features)
+    check_qweight(qdata, scale, zero, bits, group_size, in_features)
+    return x.new_empty((*x.shape[:-1], qdata.shape[0]))
+
+
+def _qlinear_setup_context(ctx, inputs, output):
+    x, qdata, scale, zero, bias, bits, group_size, in_features = inputs
+    ctx.save_for_backward(qdata, scale, zero)
+    ctx.meta = (bits, group_size, in_features, x.dtype, bias is not None and bias.requires_grad)
+
+
+def _qlinear_backward(ctx, grad):
+    qdata, scale, zero = ctx.saved_tensors
+    bits, group_size, in_features, x_dtype, bias_grad = ctx.meta
+    w = torch.ops.torchlite.dequantize(qdata, scale, zero, bits, group_size, in_features, grad.dtype)
+    grad_x = (grad @ w).to(x_dtype)
+    grad_bias = grad.reshape(-1, grad.shape[-1]).sum(0) if bias_grad else None
+    return grad_x, None, None, None, grad_bias, None, None, None
+
+
+qlinear.register_autograd(_qlinear_backward, setup_context=_qlinear_setup_context)

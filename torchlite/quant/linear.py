@@ -1,0 +1,153 @@
+"""Linear (uniform) quantization of a weight matrix W[N, K] (out_features x in_features).
+
+Storage layout (what the kernels in `torchlite.inductor` read):
+- `block`: the unit along K that shares a scale and, for packed weights, a byte layout. It is the
+  group size for per-group quantization; for per-channel/per-tensor it is 1 (8-bit) or
+  `PACK_BLOCK` (2-4 bits). K is zero-padded up to a multiple of `block`; padded weights dequantize
+  to exactly 0, so kernels may read them against zero-padded activations.
+- 5-8 bits: one value per byte, int8 for symmetric, uint8 (with a zero point) for asymmetric.
+- 2-4 bits: two values per byte, uint8. Inside every block of P elements, byte j holds element j
+  in its low nibble and element j + P/2 in its high nibble, so a kernel unpacking the low (high)
+  nibbles of P/2 consecutive bytes meets P/2 *consecutive* activations: contiguous vector loads.
+  Symmetric values are stored with an offset of 8 (nibble = q + 8).
+- `scale`: float32, shape [1, 1] (tensor), [N, 1] (channel) or [N, Kp / block] (group);
+  `zero`: uint8 of the same shape, or None when symmetric.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import TorchliteError
+
+PACK_BLOCK = 64  # K-block of the nibble layout when 2-4 bit weights are not grouped
+
+
+@dataclass
+class QuantizedWeight:
+    qdata: torch.Tensor
+    scale: torch.Tensor
+    zero: torch.Tensor | None
+    bits: int
+    group_size: int  # 0 when not grouped
+    in_features: int
+
+    @property
+    def out_features(self) -> int:
+        return self.qdata.shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.qdata, self.scale, self.zero) if t is not None)
+
+
+def block_size(bits: int, group_size: int) -> int:
+    if group_size:
+        return group_size
+    return PACK_BLOCK if bits <= 4 else 1
+
+
+def padded_in_features(in_features: int, bits: int, group_size: int) -> int:
+    b = block_size(bits, group_size)
+    return -(-in_features // b) * b
+
+
+def qrange(bits: int, symmetric: bool) -> tuple[int, int]:
+    """Integer range of the quantized values (symmetric is restricted: -(2^(b-1)-1)..2^(b-1)-1)."""
+    if symmetric:
+        qmax = 2 ** (bits - 1) - 1
+        return -qmax, qmax
+    return 0, 2**bits - 1
+
+
+def check_finite(weight: torch.Tensor, name: str) -> None:
+    if not torch.isfinite(weight).all():
+        bad = (~torch.isfinite(weight)).sum().item()
+        raise TorchliteError(
+            f"weight of {name!r} has {bad} NaN/Inf value(s); fix or exclude the layer "
+            f"(Quantize(exclude=({name!r},))) before quantizing"
+        )
+
+
+def quantize_weight(
+    weight: torch.Tensor, bits: int, group_size: int | None, symmetric: bool, granularity: str
+) -> QuantizedWeight:
+    """Quantize W[N, K]: Δ = max|w| / (2^(bits-1) - 1), q = round(w / Δ) (symmetric), or
+    Δ = (max - min) / (2^bits - 1), z = round(-min / Δ), q = round(w / Δ) + z (asymmetric)."""
+    if weight.dim() != 2:
+        raise TorchliteError(f"quantize_weight expects a 2-D weight [out, in], got shape {tuple(weight.shape)}")
+    gs = group_size if granularity == "group" else 0
+    n, k = weight.shape
+    kp = padded_in_features(k, bits, gs)
+    w = weight.detach().float()
+    if kp != k:
+        w = torch.nn.functional.pad(w, (0, kp - k))
+    if granularity == "tensor":
+        view = w.reshape(1, 1, -1)
+    elif granularity == "channel":
+        view = w.reshape(n, 1, kp)
+    else:
+        view = w.reshape(n, kp // gs, gs)
+    qmin, qmax = qrange(bits, symmetric)
+    if symmetric:
+        scale = view.abs().amax(dim=-1, keepdim=True) / qmax
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        q = torch.clamp(torch.round(view / scale), qmin, qmax)
+        zero = None
+    else:
+        lo = view.amin(dim=-1, keepdim=True).clamp(max=0)
+        hi = view.amax(dim=-1, keepdim=True).clamp(min=0)
+        scale = (hi - lo) / (qmax - qmin)
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        zero = torch.clamp(torch.round(-lo / scale), qmin, qmax)
+        q = torch.clamp(torch.round(view / scale) + zero, qmin, qmax)
+    q = q.reshape(n, kp)
+    scale = scale.reshape(scale.shape[0], scale.shape[1]).contiguous()
+    if zero is not None:
+        zero = zero.reshape(scale.shape).to(torch.uint8).contiguous()
+    if bits <= 4:
+        stored = q + 8 if symmetric else q
+        qdata = pack_nibbles(stored.to(torch.uint8), block_size(bits, gs))
+    else:
+        qdata = q.to(torch.int8 if symmetric else torch.uint8).contiguous()
+    return QuantizedWeight(qdata, scale, zero, bits, gs, k)
+
+
+def pack_nibbles(values: torch.Tensor, block: int) -> torch.Tensor:
+    """[N, Kp] uint8 values < 16 -> [N, Kp/2] bytes, in the block layout described above."""
+    n, kp = values.shape
+    v = values.reshape(n, kp // block, 2, block // 2)
+    return (v[:, :, 0] | (v[:, :, 1] << 4)).reshape(n, kp // 2).contiguous()
+
+
+def unpack_nibbles(packed: torch.Tensor, block: int) -> torch.Tensor:
+    """Inverse of pack_nibbles: [N, Kp/2] bytes -> [N, Kp] uint8 values."""
+    n, half_kp = packed.shape
+    p = packed.reshape(n, half_kp * 2 // block, 1, block // 2)
+    return torch.cat([p & 0xF, p >> 4], dim=2).reshape(n, half_kp * 2)
+
+
+def dequantize_weight(
+    qdata: torch.Tensor,
+    scale: torch.Tensor,
+    zero: torch.Tensor | None,
+    bits: int,
+    group_size: int,
+    in_features: int,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """The reference dequantization: W[N, K] = (q - z) * Δ, padding dropped."""
+    if bits <= 4:
+        q = unpack_nibbles(qdata, block_size(bits, group_size)).to(torch.float32)
+        if zero is None:
+            q = q - 8
+    else:
+        q = qdata.to(torch.float32)
+    n, kp = q.shape
+    reps = kp // scale.shape[1]
+    s = scale.float().repeat_interleave(reps, dim=1)
+    if zero is not None:
+        q = q - zero.float().repeat_interleave(reps, dim=1)
+    w = q * s
+    return w[:, :in_features].to(dtype)

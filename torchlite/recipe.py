@@ -1,0 +1,123 @@
+"""Configuration: one dataclass per pass and the Recipe that orders them.
+
+This module is the single source of truth for configuration: the backend options, the CLI and the
+Python API all parse into these dataclasses, and every invalid key or value raises a
+`TorchliteError` that lists what is allowed.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from typing import Any, Mapping
+
+from .errors import TorchliteError
+
+GRANULARITIES = ("tensor", "channel", "group")
+
+
+@dataclass(frozen=True)
+class Quantize:
+    """Linear (uniform) weight-only quantization of linear layers.
+
+    bits: 2..8. Values of 5-8 bits are stored one per int8/uint8 byte; 2-4 bits are packed two per
+        byte (so 2- and 3-bit weights take as many bytes as 4-bit ones).
+    group_size: quantize each row in groups of this many input features (a multiple of 16);
+        None means one scale per output channel (or per tensor, see granularity).
+    symmetric: Δ = max|w| / (2^(bits-1) - 1), no zero point; else Δ = (max - min) / (2^bits - 1)
+        with an integer zero point.
+    granularity: "tensor", "channel" or "group"; defaults to "group" when group_size is set,
+        otherwise "channel".
+    exclude: fully-qualified names (or name suffixes) of layers to leave in floating point.
+    """
+
+    bits: int = 8
+    group_size: int | None = None
+    symmetric: bool = True
+    granularity: str | None = None
+    exclude: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.bits, bool) or not isinstance(self.bits, int) or not 2 <= self.bits <= 8:
+            raise TorchliteError(f"Quantize.bits={self.bits!r} is not supported; use an int in 2..8")
+        gs = self.group_size
+        if gs is not None and (isinstance(gs, bool) or not isinstance(gs, int) or gs < 16 or gs % 16):
+            raise TorchliteError(
+                f"Quantize.group_size={gs!r} is not supported; use None (per channel) or a positive "
+                "multiple of 16 such as 32, 64, 128"
+            )
+        gran = self.granularity or ("group" if gs is not None else "channel")
+        if gran not in GRANULARITIES:
+            raise TorchliteError(
+                f"Quantize.granularity={self.granularity!r} is unknown; allowed: {', '.join(GRANULARITIES)}"
+            )
+        if gran == "group" and gs is None:
+            raise TorchliteError("Quantize.granularity='group' needs a group_size, e.g. group_size=128")
+        if gran != "group" and gs is not None:
+            raise TorchliteError(f"Quantize.group_size is only valid with granularity='group', not {gran!r}")
+        if not isinstance(self.symmetric, bool):
+            raise TorchliteError(f"Quantize.symmetric must be True or False, not {self.symmetric!r}")
+        object.__setattr__(self, "granularity", gran)
+        object.__setattr__(self, "exclude", tuple(self.exclude))
+
+    @property
+    def packed(self) -> bool:
+        """Two values per byte (bits <= 4)."""
+        return self.bits <= 4
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What to do to a model, in a fixed order: quantize (more passes join in later releases)."""
+
+    quantize: Quantize | None = None
+
+    ORDER = ("quantize",)
+
+    @property
+    def is_noop(self) -> bool:
+        return all(getattr(self, name) is None for name in self.ORDER)
+
+
+PRESETS: dict[str, Recipe] = {
+    "none": Recipe(),
+    "int8": Recipe(quantize=Quantize(bits=8)),
+    "int4": Recipe(quantize=Quantize(bits=4, group_size=128)),
+}
+
+_PASS_CONFIGS: dict[str, type] = {"quantize": Quantize}
+
+
+def _parse_pass(name: str, value: Any) -> Any:
+    cls = _PASS_CONFIGS[name]
+    if value is None or isinstance(value, cls):
+        return value
+    if not isinstance(value, Mapping):
+        raise TorchliteError(f"recipe[{name!r}] must be a {cls.__name__} or a dict, not {type(value).__name__}")
+    allowed = [f.name for f in fields(cls)]
+    unknown = sorted(set(value) - set(allowed))
+    if unknown:
+        raise TorchliteError(f"unknown {name} option(s) {unknown}; allowed: {', '.join(allowed)}")
+    return cls(**value)
+
+
+def parse_recipe(spec: Recipe | str | Mapping[str, Any] | None) -> Recipe:
+    """Turn a preset name, a dict or a Recipe into a validated Recipe."""
+    if spec is None:
+        return PRESETS["int8"]
+    if isinstance(spec, Recipe):
+        return spec
+    if isinstance(spec, str):
+        if spec not in PRESETS:
+            raise TorchliteError(f"unknown recipe preset {spec!r}; allowed: {', '.join(PRESETS)}")
+        return PRESETS[spec]
+    if isinstance(spec, Mapping):
+        unknown = sorted(set(spec) - set(Recipe.ORDER))
+        if unknown:
+            raise TorchliteError(f"unknown recipe key(s) {unknown}; allowed: {', '.join(Recipe.ORDER)}")
+        return Recipe(**{k: _parse_pass(k, v) for k, v in spec.items()})
+    raise TorchliteError(f"a recipe is a preset name, a dict or a Recipe, not {type(spec).__name__}")
+
+
+def to_dict(recipe: Recipe) -> dict[str, Any]:
+    """The recipe as plain JSON-able data (inverse of parse_recipe for dicts)."""
+    return {k: dataclasses.asdict(v) if v is not None else None for k, v in vars(recipe).items()}
