@@ -15,7 +15,7 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 
-from .module import get_attr_value
+from .module import get_attr_value, readable_name
 
 aten = torch.ops.aten
 LINEAR_FUNCTIONS = {F.linear, torch._C._nn.linear, aten.linear.default}
@@ -45,7 +45,10 @@ def _is_plain_transpose(node) -> fx.Node | None:
 
 def _layer_name(weight: fx.Node | None, fallback: str) -> str:
     if weight is not None and weight.op == "get_attr":
-        t = str(weight.target)
+        t = weight.meta.get("torchlite_name") or str(weight.target)
+        return t[: -len(".weight")] if t.endswith(".weight") else t
+    if weight is not None and weight.op == "placeholder":
+        t = readable_name(str(weight.target))
         return t[: -len(".weight")] if t.endswith(".weight") else t
     return fallback
 

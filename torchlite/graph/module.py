@@ -14,8 +14,12 @@ def clone(gm: fx.GraphModule) -> fx.GraphModule:
     Passes edit the clone's graph and add attributes to it; `gm` itself is never changed.
     """
     graph = fx.Graph()
-    out = graph.graph_copy(gm.graph, {})
+    copies: dict[fx.Node, fx.Node] = {}
+    out = graph.graph_copy(gm.graph, copies)
     graph.output(out)
+    for old, new_node in copies.items():
+        if hasattr(old, "_dynamo_source"):  # AOTAutograd reads it on Dynamo graphs' placeholders
+            new_node._dynamo_source = old._dynamo_source
     graph._codegen = copy.deepcopy(gm.graph._codegen)
     new = fx.GraphModule(gm, graph, class_name=type(gm).__name__)
     new.meta.update(gm.meta)
@@ -44,3 +48,11 @@ def set_attr(gm: fx.GraphModule, name: str, tensor: torch.Tensor) -> None:
     if "." in name:
         raise ValueError(f"set_attr takes a top-level name, got {name!r}")
     gm.register_buffer(name, tensor)
+
+
+def readable_name(placeholder: str) -> str:
+    """`L_self_modules_model_modules_layers_modules_0_modules_q_proj_parameters_weight_` ->
+    `model.layers.0.q_proj.weight` (Dynamo's placeholder names encode the module path)."""
+    name = re.sub(r"^L_(self_|fn_|model_|mod_)?", "", placeholder).rstrip("_")
+    name = re.sub(r"_(modules|parameters|buffers)_", ".", "_" + name).lstrip("._")
+    return name.replace("modules_", "", 1) if name.startswith("modules_") else name

@@ -167,7 +167,9 @@ def drop_unused_attributes(gm: fx.GraphModule, original: fx.GraphModule) -> None
 
     Modules that `gm` shares with `original` are detached, never edited.
     """
-    gm.graph.eliminate_dead_code()
+    for node in reversed(list(gm.graph.nodes)):  # never a full DCE: it would drop in-place ops
+        if not node.users and (node.op == "get_attr" or node.target is DEQUANTIZE):
+            gm.graph.erase_node(node)
     gm.delete_all_unused_submodules()
     used = {str(n.target) for n in gm.graph.nodes if n.op in ("get_attr", "call_module")}
     named = list(gm.named_parameters(remove_duplicate=False)) + list(gm.named_buffers(remove_duplicate=False))

@@ -1,0 +1,1 @@
+"""Measuring compressed models: data, models, perplexity, size and speed."""
