@@ -6,7 +6,13 @@
 """
 from . import inductor as _lowerings  # noqa: F401  (registers the Inductor lowerings of torchlite ops)
 from . import ops, passes
+from .compress import compress
 from .errors import TorchliteError
+from .modules import QuantizedLinear
 from .recipe import PRESETS, Quantize, Recipe, parse_recipe
+from .trace import trace
 
-__all__ = ["PRESETS", "Quantize", "Recipe", "TorchliteError", "ops", "parse_recipe", "passes"]
+__all__ = [
+    "PRESETS", "Quantize", "QuantizedLinear", "Recipe", "TorchliteError",
+    "compress", "ops", "parse_recipe", "passes", "trace",
+]

@@ -156,9 +156,13 @@ def _qlinear_lowering(x, qdata, scale, zero, bias, bits, group_size, in_features
             out = lowerings[aten.add](out, lowerings[aten.to](bias, out_dtype) if bias.get_dtype() != out_dtype else bias)
         return lowerings[aten.reshape](out, [*batch, n_out])
 
+    # Materialize the activations once: left unrealized, Inductor would inline their producers
+    # (RMSNorm, SiLU * up, ...) into the reduction and recompute them for every output row.
+    x2.realize()
     kp = padded_in_features(in_features, bits, group_size)
     if kp != k:
         x2 = lowerings[aten.constant_pad_nd](x2, [0, kp - k], 0.0)
+        x2.realize()
     w = _Weight(qdata, scale, zero, bits, group_size)
     grouped = group_size > 0
     acc = _fused_sum(x2, w, n_out, m_rows, kp, grouped).make_loader()

@@ -75,13 +75,13 @@ def excluded(name: str, patterns: tuple[str, ...]) -> bool:
     return any(name == p or name.endswith("." + p) or fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
-def _layer_report(site: LinearSite, qw: QuantizedWeight) -> LayerReport:
-    w = site.weight_tensor.detach().float()
+def layer_report(name: str, weight: torch.Tensor, qw: QuantizedWeight) -> LayerReport:
+    w = weight.detach().float()
     err = dequantize_weight(qw.qdata, qw.scale, qw.zero, qw.bits, qw.group_size, qw.in_features) - w
     return LayerReport(
-        name=site.name,
+        name=name,
         shape=tuple(w.shape),
-        bytes_before=site.weight_tensor.numel() * site.weight_tensor.element_size(),
+        bytes_before=weight.numel() * weight.element_size(),
         bytes_after=qw.nbytes,
         max_abs_error=err.abs().max().item(),
         rel_error=(err.norm() / w.norm().clamp_min(1e-30)).item(),
@@ -120,7 +120,7 @@ def insert_dequantize(gm: fx.GraphModule, cfg: Quantize, report: QuantizeReport)
         key = id(w)
         if key not in done:
             qw = quantize_weight(w, cfg.bits, cfg.group_size, cfg.symmetric, cfg.granularity)
-            report.layers.append(_layer_report(site, qw))
+            report.layers.append(layer_report(site.name, w, qw))
             names = []
             for part in ("qdata", "scale", "zero"):
                 t = getattr(qw, part)

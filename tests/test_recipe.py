@@ -1,0 +1,38 @@
+import pytest
+
+from torchlite import PRESETS, Quantize, Recipe, TorchliteError, parse_recipe
+from torchlite.recipe import to_dict
+
+
+def test_presets():
+    assert parse_recipe("none").is_noop
+    assert parse_recipe("int8").quantize == Quantize(bits=8)
+    q4 = parse_recipe("int4").quantize
+    assert (q4.bits, q4.group_size, q4.symmetric, q4.granularity) == (4, 128, True, "group")
+    assert parse_recipe(None) == PRESETS["int8"]
+
+
+def test_dict_and_dataclass_agree():
+    r = parse_recipe({"quantize": {"bits": 4, "group_size": 64, "symmetric": False}})
+    assert r == Recipe(quantize=Quantize(bits=4, group_size=64, symmetric=False))
+    assert parse_recipe(to_dict(r)) == r
+
+
+@pytest.mark.parametrize(
+    "spec, words",
+    [
+        ("int3", ["int3", "none", "int8", "int4"]),
+        ({"quantise": {}}, ["quantise", "quantize"]),
+        ({"quantize": {"bitz": 4}}, ["bitz", "bits", "group_size"]),
+        ({"quantize": {"bits": 9}}, ["bits=9", "2..8"]),
+        ({"quantize": {"bits": 4, "group_size": 100}}, ["group_size=100", "multiple of 16"]),
+        ({"quantize": {"granularity": "row"}}, ["row", "tensor", "channel", "group"]),
+        ({"quantize": {"granularity": "group"}}, ["group_size"]),
+        (42, ["preset", "dict", "Recipe"]),
+    ],
+)
+def test_bad_recipes_name_the_problem_and_the_choices(spec, words):
+    with pytest.raises(TorchliteError) as err:
+        parse_recipe(spec)
+    for word in words:
+        assert word in str(err.value)

@@ -1,0 +1,85 @@
+"""Language-model measurements: greedy decoding speed, perplexity, KL divergence, weight bytes."""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+
+def weight_bytes(module: torch.nn.Module) -> int:
+    """Bytes of every distinct parameter and buffer (tied weights counted once)."""
+    seen, total = set(), 0
+    for t in list(module.parameters()) + list(module.buffers()):
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), t.shape)
+        if key not in seen:
+            seen.add(key)
+            total += t.numel() * t.element_size()
+    return total
+
+
+@dataclass
+class Decode:
+    token_ids: list[int]
+    step_seconds: list[float]  # one per generated token, after the first (compile) step
+
+    @property
+    def tokens_per_second(self) -> float:
+        return 1.0 / statistics.median(self.step_seconds)
+
+
+@torch.no_grad()
+def greedy_decode(
+    forward, config, prompt_ids: list[int], new_tokens: int, max_cache_len: int = 256, desc: str = "decode",
+    dtype: torch.dtype = torch.float32,
+) -> Decode:
+    """Greedy decoding one token per call through `forward` (a compiled or eager HF causal LM) with
+    a static KV cache of `max_cache_len`, so every step has the same shapes and reuses one compiled
+    graph. The prompt is fed token by token through the same graph."""
+    from transformers import StaticCache
+
+    if len(prompt_ids) + new_tokens > max_cache_len:
+        raise ValueError(f"prompt + new tokens ({len(prompt_ids) + new_tokens}) exceed max_cache_len={max_cache_len}")
+    cache = StaticCache(config=config, max_cache_len=max_cache_len)
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    # initialized up front, so the first step compiles the same graph as every later one
+    cache.early_initialization(1, config.num_key_value_heads, head_dim, dtype, torch.device("cpu"))
+    tokens, times = list(prompt_ids), []
+    steps = len(prompt_ids) + new_tokens - 1
+    for pos in tqdm(range(steps), desc=desc, leave=False):
+        start = time.perf_counter()
+        logits = forward(
+            input_ids=torch.tensor([[tokens[pos]]]), past_key_values=cache, cache_position=torch.tensor([pos])
+        ).logits
+        nxt = int(logits[0, -1].argmax())
+        times.append(time.perf_counter() - start)
+        if pos >= len(prompt_ids) - 1:
+            tokens.append(nxt)
+    return Decode(tokens, times[len(prompt_ids):])
+
+
+@torch.no_grad()
+def perplexity(forward, ids: torch.Tensor, window: int = 512, desc: str = "perplexity") -> float:
+    """exp(mean next-token NLL) over non-overlapping windows of `window` tokens of the 1-D `ids`."""
+    n = (ids.numel() // window) * window
+    if n == 0:
+        raise ValueError(f"need at least {window} tokens for perplexity, got {ids.numel()}")
+    nll, count = 0.0, 0
+    for start in tqdm(range(0, n, window), desc=desc, leave=False):
+        chunk = ids[start : start + window].unsqueeze(0)
+        logits = forward(input_ids=chunk, use_cache=False).logits.float()
+        nll += F.cross_entropy(logits[0, :-1], chunk[0, 1:], reduction="sum").item()
+        count += window - 1
+    return float(torch.exp(torch.tensor(nll / count)))
+
+
+@torch.no_grad()
+def kl_divergence(forward, reference, ids: torch.Tensor) -> float:
+    """Mean KL(reference || forward) of next-token distributions over the 1-D `ids`."""
+    chunk = ids.unsqueeze(0)
+    p = F.log_softmax(reference(input_ids=chunk, use_cache=False).logits.float(), -1)
+    q = F.log_softmax(forward(input_ids=chunk, use_cache=False).logits.float(), -1)
+    return float(F.kl_div(q, p, log_target=True, reduction="none").sum(-1).mean())
