@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 from torch._inductor import ir
-from torch._inductor.lowering import lowerings, register_lowering
+from torch._inductor.lowering import lowerings, register_lowering, to_dtype
 from torch._inductor.virtualized import V, ops
 
 from ..ops import quant as _ops  # noqa: F401  (the ops must exist before we register lowerings)
@@ -153,7 +153,7 @@ def _qlinear_lowering(x, qdata, scale, zero, bias, bits, group_size, in_features
         w = _dequantized(qdata, scale, zero, bits, group_size, in_features, out_dtype)
         out = lowerings[aten.mm](x2, lowerings[aten.permute](w, [1, 0]))
         if bias is not None:
-            out = lowerings[aten.add](out, lowerings[aten.to](bias, out_dtype) if bias.get_dtype() != out_dtype else bias)
+            out = lowerings[aten.add](out, to_dtype(bias, out_dtype))
         return lowerings[aten.reshape](out, [*batch, n_out])
 
     # Materialize the activations once: left unrealized, Inductor would inline their producers

@@ -150,4 +150,4 @@ def dequantize_weight(
     if zero is not None:
         q = q - zero.float().repeat_interleave(reps, dim=1)
     w = q * s
-    return w[:, :in_features].to(dtype)
+    return w[:, :in_features].to(dtype).contiguous()
