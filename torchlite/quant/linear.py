@@ -2,8 +2,7 @@
 
 Storage layout (what the kernels in `torchlite.inductor` read):
 - `block`: the unit along K that shares a scale and, for packed weights, a byte layout. It is the
-  group size for per-group quantization; for per-channel/per-tensor it is 1 (8-bit) or
-  `PACK_BLOCK` (2-4 bits). K is zero-padded up to a multiple of `block`; padded weights dequantize
+  group size for per-group quantization and `PACK_BLOCK` for per-channel/per-tensor. K is zero-padded up to a multiple of `block`; padded weights dequantize
   to exactly 0, so kernels may read them against zero-padded activations.
 - 5-8 bits: one value per byte, int8 for symmetric, uint8 (with a zero point) for asymmetric.
 - 2-4 bits: two values per byte, uint8. Inside every block of P elements, byte j holds element j
@@ -21,7 +20,7 @@ import torch
 
 from ..errors import TorchliteError
 
-PACK_BLOCK = 64  # K-block of the nibble layout when 2-4 bit weights are not grouped
+PACK_BLOCK = 64  # K-block (padding unit and nibble layout) when weights are not grouped
 
 
 @dataclass
@@ -45,7 +44,7 @@ class QuantizedWeight:
 def block_size(bits: int, group_size: int) -> int:
     if group_size:
         return group_size
-    return PACK_BLOCK if bits <= 4 else 1
+    return PACK_BLOCK
 
 
 def padded_in_features(in_features: int, bits: int, group_size: int) -> int:

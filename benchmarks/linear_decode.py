@@ -1,0 +1,113 @@
+"""Decode-shaped linear layers: every kernel path side by side, in one process.
+
+Several distinct layers are called in turn so that no weight stays in cache between its calls.
+Reports median ms per layer, GB/s of weight bytes read, and % of the read bandwidth measured in the
+same run (the roofline of a batch-1 decode step).
+"""
+from __future__ import annotations
+
+import argparse
+import warnings
+
+import torch
+
+import torchlite
+from common import header, markdown, median_seconds, read_bandwidth_gbs, write_section
+from torchlite.eval.lm import weight_bytes
+
+warnings.filterwarnings("ignore")
+
+
+class Layers(torch.nn.Module):
+    """`count` distinct Linear(k, n) layers (n >= k), each fed by the previous one's output, as in a
+    model: no compiler can fuse them into one pass over the input."""
+
+    def __init__(self, count: int, n: int, k: int):
+        super().__init__()
+        self.layers = torch.nn.ModuleList(torch.nn.Linear(k, n, bias=False) for _ in range(count))
+
+    def forward(self, x):
+        k = x.shape[-1]
+        for layer in self.layers:
+            x = x + 1e-3 * layer(x)[..., :k]
+        return x
+
+
+def compiled_with(model, **inductor_config):
+    """torch.compile(model) whose (first-call) compilation runs under the given Inductor config."""
+    compiled = torch.compile(model)
+
+    def run(x):
+        with torch._inductor.config.patch(**inductor_config):
+            return compiled(x)
+
+    return run
+
+
+def variants(model: Layers):
+    """(name, callable, input dtype, weight bytes) for each kernel path."""
+    yield "fp32 eager", model, torch.float32, weight_bytes(model)
+    torch._dynamo.reset()
+    yield "fp32 Inductor", torch.compile(model), torch.float32, weight_bytes(model)
+    bf16 = Layers(len(model.layers), *model.layers[0].weight.shape)
+    bf16.load_state_dict(model.state_dict())
+    bf16 = bf16.to(torch.bfloat16)
+    torch._dynamo.reset()
+    yield "bf16 Inductor (freezing)", compiled_with(bf16, freezing=True), torch.bfloat16, weight_bytes(bf16)
+    qdyn = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    yield "quantize_dynamic int8", qdyn, torch.float32, sum(l.weight().numel() for l in qdyn.layers)
+    try:
+        from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+        ao = Layers(len(model.layers), *model.layers[0].weight.shape)
+        ao.load_state_dict(model.state_dict())
+        quantize_(ao, Int8WeightOnlyConfig(set_inductor_config=False))
+        torch._dynamo.reset()
+        yield "torchao int8 weight-only + compile", torch.compile(ao), torch.float32, sum(
+            l.weight.numel() for l in ao.layers
+        )
+    except ImportError:
+        print("torchao not installed: skipping its row")
+    for label, recipe in [("lite int8", "int8"), ("lite int4 g128", "int4")]:
+        torch._dynamo.reset()
+        compiled = torch.compile(model, backend="lite", options={"recipe": recipe})
+        yield label, compiled, torch.float32, weight_bytes(torchlite.compress(model, recipe))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--iters", type=int, default=25)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    sections = [header("Decode-shaped linear layers")]
+    sections.append(
+        f"{args.layers} distinct layers per shape, called in turn; median of {args.iters} calls; weights are "
+        "random (speed only). GB/s = weight bytes read per second (int8: 1 byte/weight, int4: 0.5 + scales); "
+        "% roofline = that over the read bandwidth measured in the same run (sum of a 1 GiB tensor).\n"
+    )
+    for n, k in [(11008, 4096), (4096, 4096)]:
+        model = Layers(args.layers, n, k).eval().requires_grad_(False)
+        for m in (1, 8):
+            rows = []
+            with torch.no_grad():
+                bandwidth = read_bandwidth_gbs()
+                base = None
+                for name, fn, dtype, nbytes in variants(model):
+                    x = torch.randn(m, k, dtype=dtype)
+                    seconds = median_seconds(fn, x, iters=args.iters) / args.layers
+                    per_layer = nbytes / args.layers
+                    gbs = per_layer / seconds / 1e9
+                    base = base or seconds
+                    rows.append([name, f"{seconds * 1e3:.3f}", f"{gbs:.1f}", f"{100 * gbs / bandwidth:.0f}%", f"{base / seconds:.2f}x"])
+                    print(f"[{n}x{k}, x=[{m},{k}]] {name}: {seconds * 1e3:.3f} ms", flush=True)
+                bandwidth = (bandwidth + read_bandwidth_gbs()) / 2
+            sections.append(
+                f"### W=[{n},{k}], x=[{m},{k}] (read bandwidth {bandwidth:.0f} GB/s)\n\n"
+                + markdown(["path", "ms/layer", "GB/s", "% roofline", "speed vs fp32 eager"], rows)
+            )
+    write_section("linear_decode", "\n".join(sections))
+
+
+if __name__ == "__main__":
+    main()
