@@ -49,7 +49,7 @@ def smollm2():
 def paths(model):
     yield "fp32 Inductor", lambda: torch.compile(model), weight_bytes(model)
     qdyn = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-    yield "quantize_dynamic int8 (eager)", lambda: qdyn, _qdyn_bytes(model, qdyn)
+    yield "quantize_dynamic int8 (eager)", lambda: qdyn, _qdyn_bytes(qdyn)
     for label, recipe in [("lite int8", "int8"), ("lite int4 g128", "int4")]:
         small = torchlite.compress(model, recipe)
         nbytes = weight_bytes(small)
@@ -57,10 +57,14 @@ def paths(model):
         yield label, (lambda r=recipe: torch.compile(model, backend="lite", options={"recipe": r})), nbytes
 
 
-def _qdyn_bytes(model, qdyn) -> int:
-    linear = sum(m.weight.numel() * 4 for m in model.modules() if isinstance(m, torch.nn.Linear))
-    packed = sum(m.weight().numel() for m in qdyn.modules() if hasattr(m, "_packed_params"))
-    return weight_bytes(model) - linear + packed
+def _qdyn_bytes(qdyn) -> int:
+    """Float weights left in the quantize_dynamic model plus its packed int8 linears."""
+    packed = sum(
+        m.weight().numel() + m.out_features * 4  # int8 values + per-tensor/row scale bookkeeping
+        for m in qdyn.modules()
+        if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)
+    )
+    return weight_bytes(qdyn) + packed
 
 
 def run_model(name, model, prompt, new_tokens):
