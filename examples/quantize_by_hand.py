@@ -27,14 +27,15 @@ def main():
     model, x = Block().eval(), torch.randn(1, 8, 256)
 
     gm = torchlite.trace(model, (x,))                          # 1. a GraphModule with aten.linear nodes
-    staged, _ = torchlite.passes.quantize(gm, Quantize(bits=4, group_size=64), fuse=False)
+    cfg = Quantize(bits=4, group_size=64)
+    staged, _ = torchlite.passes.quantize(gm, cfg, fuse=False)
     print(staged.graph)                                        # 2. dequantize -> linear, before fusion
-    quantized, report = torchlite.passes.quantize(gm, Quantize(bits=4, group_size=64))
+    quantized, report = torchlite.passes.quantize(gm, cfg)
     print(report)                                              # 3. per-layer bytes and error
 
     with torch.no_grad():
         err = (quantized(x) - model(x)).abs().max().item()
-        compiled = torch.compile(model, backend="lite", options={"recipe": "int4"})
+        compiled = torch.compile(model, backend="lite", options={"recipe": torchlite.Recipe(quantize=cfg)})
         err_compiled = (compiled(x) - quantized(x)).abs().max().item()
     print(f"int4 g64 vs fp32: max |diff| {err:.4f}; compiled vs eager torchlite ops: {err_compiled:.2e}")
     assert err_compiled < 1e-3

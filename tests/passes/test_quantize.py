@@ -36,10 +36,10 @@ def test_export_graph_is_rewritten_and_input_untouched():
     assert _targets(new).count(QLINEAR) == 2 and torch.ops.aten.linear.default not in _targets(new)
     held = [(t.dtype, tuple(t.shape)) for t in list(new.parameters()) + list(new.buffers())]
     assert (torch.float32, (64, 32)) not in held and (torch.float32, (16, 64)) not in held, "no fp32 weight is kept"
-    assert (torch.int8, (64, 32)) in held and (torch.int8, (16, 64)) in held
+    assert (torch.int8, (64, 64)) in held and (torch.int8, (16, 64)) in held  # K=32 is padded to 64
     assert [r.name for r in report.layers] == ["up", "down"]
     assert report.bytes_before == (32 * 64 + 64 * 16) * 4
-    assert report.bytes_after == 32 * 64 + 64 * 16 + (64 + 16) * 4  # int8 values + fp32 scales
+    assert report.bytes_after == 64 * 64 + 16 * 64 + (64 + 16) * 4  # int8 values (K padded to 64) + fp32 scales
     torch.testing.assert_close(new(x), model(x), rtol=0.02, atol=0.02)
 
 

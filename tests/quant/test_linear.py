@@ -40,7 +40,8 @@ def test_symmetric_formula_matches_the_spec():
     qw = quantize_weight(w, 8, None, True, "channel")
     delta = 1.27 / 127
     assert qw.scale.item() == pytest.approx(delta)
-    assert qw.qdata.tolist() == [[round(0.5 / delta), -127, round(0.01 / delta), round(1.0 / delta)]]
+    assert qw.qdata[:, :4].tolist() == [[round(0.5 / delta), -127, round(0.01 / delta), round(1.0 / delta)]]
+    assert not qw.qdata[:, 4:].any(), "K is zero-padded to a multiple of 64"
 
 
 def test_storage_sizes():
