@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch._inductor.utils import run_and_get_code
 
 import torchlite
-from torchlite import Quantize, Recipe, TorchliteError
+from torchlite import Quantize, Recipe
 
 
 class Block(torch.nn.Module):

@@ -56,7 +56,7 @@ def demo(args: argparse.Namespace) -> int:
     for label, sentence in texts:
         print(f"{label}: {sentence!r}")
     print()
-    print(table(["model", "weight MB", "decode tok/s", quality, "compile s"], rows))
+    print(table(["model", "weight MB", "decode tok/s", quality, "first call s (compile)"], rows))
     print(f"\n(torch {torch.__version__}, {torch.get_num_threads()} threads; decode = median per-token time of "
           f"{args.new_tokens} greedy tokens, batch 1, static KV cache)")
     return 0

@@ -1,5 +1,3 @@
-import logging
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -90,7 +88,6 @@ def test_tied_weights_are_quantized_once():
         def forward(self, x):
             return self.b(self.a(x))
 
-    x = torch.randn(2, 16)
     new, report = torchlite.passes.quantize(torch.fx.symbolic_trace(Tied()), Quantize(bits=8))
     assert len(report.layers) == 1 and len([b for b in new.buffers() if b.dtype == torch.int8]) == 1
 

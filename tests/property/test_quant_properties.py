@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 
 import torchlite
 from torchlite import Quantize
-from torchlite.quant.linear import dequantize_weight, padded_in_features, quantize_weight
+from torchlite.quant.linear import padded_in_features, quantize_weight
 
 configs = st.one_of(
     st.builds(lambda b, s: (b, None, s, "channel"), st.integers(2, 8), st.booleans()),
@@ -28,7 +28,7 @@ def weights(draw):
 def test_dequantization_error_is_at_most_half_a_step(w, cfg):
     bits, gs, sym, gran = cfg
     qw = quantize_weight(w, bits, gs, sym, gran)
-    wd = dequantize_weight(qw.qdata, qw.scale, qw.zero, bits, qw.group_size, qw.in_features)
+    wd = qw.dequantize()
     k = w.shape[1]
     reps = padded_in_features(k, bits, qw.group_size) // qw.scale.shape[1]
     step = qw.scale.repeat_interleave(reps, 1)[:, :k].expand_as(w)
@@ -40,9 +40,9 @@ def test_dequantization_error_is_at_most_half_a_step(w, cfg):
 def test_quantizing_a_quantized_weight_is_exact(w, cfg):
     bits, gs, sym, gran = cfg
     qw = quantize_weight(w, bits, gs, sym, gran)
-    wd = dequantize_weight(qw.qdata, qw.scale, qw.zero, bits, qw.group_size, qw.in_features)
+    wd = qw.dequantize()
     qw2 = quantize_weight(wd, bits, gs, sym, gran)
-    wd2 = dequantize_weight(qw2.qdata, qw2.scale, qw2.zero, bits, qw2.group_size, qw2.in_features)
+    wd2 = qw2.dequantize()
     assert torch.allclose(wd2, wd, rtol=1e-5, atol=1e-6 * float(w.abs().max()))
 
 
@@ -60,5 +60,5 @@ def test_quantize_pass_matches_dequantized_reference(n_in, n_hidden, n_out, batc
     with torch.no_grad():
         for layer in (model[0], model[2]):  # the eager reference: weights replaced by their dequantized values
             qw = quantize_weight(layer.weight, bits, gs, sym, gran)
-            layer.weight.copy_(dequantize_weight(qw.qdata, qw.scale, qw.zero, bits, qw.group_size, qw.in_features))
+            layer.weight.copy_(qw.dequantize())
         torch.testing.assert_close(new(x), model(x), rtol=1e-4, atol=1e-4)

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from torchlite.quant.linear import (
-    dequantize_weight, pack_nibbles, padded_in_features, quantize_weight, unpack_nibbles,
+    pack_nibbles, padded_in_features, quantize_weight, unpack_nibbles,
 )
 from torchlite.errors import TorchliteError
 
@@ -15,7 +15,7 @@ CASES = [
 
 def _roundtrip(w, bits, gs, sym, gran):
     qw = quantize_weight(w, bits, gs, sym, gran)
-    return qw, dequantize_weight(qw.qdata, qw.scale, qw.zero, bits, qw.group_size, qw.in_features)
+    return qw, qw.dequantize()
 
 
 @pytest.mark.parametrize("bits, gs, sym, gran", CASES)

@@ -20,7 +20,7 @@ from .. import ops as _ops  # noqa: F401  (registers torch.ops.torchlite)
 from ..graph import attr_name, clone, find_linears, set_attr
 from ..graph.linear import LinearSite
 from ..log import logger
-from ..quant.linear import QuantizedWeight, check_finite, dequantize_weight, quantize_weight
+from ..quant.linear import QuantizedWeight, check_finite, quantize_weight
 from ..recipe import Quantize
 from ..report import mb, table
 
@@ -77,7 +77,7 @@ def excluded(name: str, patterns: tuple[str, ...]) -> bool:
 
 def layer_report(name: str, weight: torch.Tensor, qw: QuantizedWeight) -> LayerReport:
     w = weight.detach().float()
-    err = dequantize_weight(qw.qdata, qw.scale, qw.zero, qw.bits, qw.group_size, qw.in_features) - w
+    err = qw.dequantize() - w
     return LayerReport(
         name=name,
         shape=tuple(w.shape),

@@ -36,6 +36,9 @@ class QuantizedWeight:
     def out_features(self) -> int:
         return self.qdata.shape[0]
 
+    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        return dequantize_weight(self.qdata, self.scale, self.zero, self.bits, self.group_size, self.in_features, dtype)
+
     @property
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.qdata, self.scale, self.zero) if t is not None)
