@@ -124,3 +124,22 @@ def test_training_keeps_trainable_weights_and_quantizes_frozen_ones(caplog):
     reference(x2).square().sum().backward()
     torch.testing.assert_close(xg.grad, x2.grad, rtol=1e-3, atol=1e-3)
     torch.testing.assert_close(model.down.bias.grad, reference.down.bias.grad, rtol=1e-3, atol=1e-3)
+
+
+def test_kv_cache_decode_keeps_in_place_cache_updates():
+    """HF decoding with a StaticCache mutates graph inputs in place; the rewrite must keep those ops."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.LlamaConfig(
+        hidden_size=128, intermediate_size=256, num_hidden_layers=1, num_attention_heads=4,
+        num_key_value_heads=2, vocab_size=100, tie_word_embeddings=True,
+    )
+    model = transformers.LlamaForCausalLM(config).eval().requires_grad_(False)
+    oracle = torchlite.compress(model, "int8")
+    compiled = torch.compile(model, backend="lite")
+    caches = [transformers.StaticCache(config=config, max_cache_len=8) for _ in range(2)]
+    with torch.no_grad():
+        for pos, token in enumerate([5, 7, 9]):
+            step = dict(input_ids=torch.tensor([[token]]), cache_position=torch.tensor([pos]))
+            out = compiled(past_key_values=caches[0], **step).logits
+            ref = oracle(past_key_values=caches[1], **step).logits
+            torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)

@@ -1,7 +1,8 @@
 """torchlite: a torch.compile backend that makes language models smaller and faster.
 
     torch.compile(model, backend="lite", options={"recipe": "int4"})
-    gm = torchlite.trace(model, (x,)); gm2, report = torchlite.passes.quantize(gm, Quantize(bits=8))
+    gm = torchlite.trace(model, (x,))
+    gm2, report = torchlite.passes.quantize(gm, Quantize(bits=8))
     small = torchlite.compress(model, "int8")
 """
 from . import inductor as _lowerings  # noqa: F401  (registers the Inductor lowerings of torchlite ops)

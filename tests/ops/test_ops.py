@@ -23,6 +23,8 @@ def test_opcheck(bits, gs, sym):
     torch.library.opcheck(
         torch.ops.torchlite.dequantize.default, (qw.qdata, qw.scale, qw.zero, bits, qw.group_size, 80, torch.float32)
     )
+    granularity = "group" if gs else "channel"
+    torch.library.opcheck(torch.ops.torchlite.quantize.default, (torch.randn(24, 80), bits, gs or 0, sym, granularity))
 
 
 def test_qlinear_is_linear_of_dequantized_weight_and_differentiable():

@@ -51,6 +51,18 @@ def test_symbolic_trace_modules_and_unfused_form():
     assert isinstance(model.up, torch.nn.Linear) and model.up.weight.shape == (64, 32), "model untouched"
 
 
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_unfolded_graph_quantizes_at_run_time_and_matches(symmetric):
+    model, x = MLP(), torch.randn(4, 32)
+    cfg = Quantize(bits=4, group_size=16, symmetric=symmetric)
+    gm = torchlite.trace(model, (x,))
+    unfolded, _ = torchlite.passes.quantize(gm, cfg, fold=False)
+    assert _targets(unfolded).count(torch.ops.torchlite.quantize.default) == 2
+    folded, _ = torchlite.passes.quantize(gm, cfg)
+    assert torch.ops.torchlite.quantize.default not in _targets(folded)
+    torch.testing.assert_close(unfolded(x), folded(x), rtol=1e-5, atol=1e-5)
+
+
 def test_decomposed_addmm_and_mm_forms_are_found():
     model, x = MLP(), torch.randn(4, 32)
     gm = make_fx(model, pre_dispatch=False)(x)

@@ -1,5 +1,7 @@
 """Weight-only quantized ops.
 
+- `torchlite::quantize(weight, bits, group_size, symmetric, granularity)` -> (qdata, scale, zero);
+  zero is an empty tensor when symmetric
 - `torchlite::dequantize(qdata, scale, zero, bits, group_size, in_features, dtype)` -> W[N, K]
 - `torchlite::qlinear(x, qdata, scale, zero, bias, bits, group_size, in_features)` -> x @ W.T + b
 
@@ -12,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import TorchliteError
-from ..quant.linear import dequantize_weight, padded_in_features
+from ..quant.linear import block_size, dequantize_weight, padded_in_features, quantize_weight
 
 
 def check_qweight(qdata, scale, zero, bits: int, group_size: int, in_features: int) -> None:
@@ -33,6 +35,27 @@ def check_qweight(qdata, scale, zero, bits: int, group_size: int, in_features: i
         raise TorchliteError(f"scale of shape {tuple(scale.shape)} does not fit a weight of shape [{n}, {kp}]")
     if zero is not None and zero.shape != scale.shape:
         raise TorchliteError(f"zero point shape {tuple(zero.shape)} differs from scale shape {tuple(scale.shape)}")
+
+
+@torch.library.custom_op("torchlite::quantize", mutates_args=())
+def quantize(
+    weight: torch.Tensor, bits: int, group_size: int, symmetric: bool, granularity: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    qw = quantize_weight(weight, bits, group_size or None, symmetric, granularity)
+    zero = qw.zero if qw.zero is not None else weight.new_empty(0, dtype=torch.uint8)
+    return qw.qdata, qw.scale, zero
+
+
+@quantize.register_fake
+def _(weight, bits, group_size, symmetric, granularity):
+    n, k = weight.shape
+    gs = group_size if granularity == "group" else 0
+    kp = padded_in_features(k, bits, gs)
+    rows, cols = {"tensor": (1, 1), "channel": (n, 1), "group": (n, kp // max(block_size(bits, gs), 1))}[granularity]
+    qdata = weight.new_empty((n, kp // 2 if bits <= 4 else kp), dtype=torch.uint8 if bits <= 4 or not symmetric else torch.int8)
+    scale = weight.new_empty((rows, cols), dtype=torch.float32)
+    zero = weight.new_empty((0,) if symmetric else (rows, cols), dtype=torch.uint8)
+    return qdata, scale, zero
 
 
 @torch.library.custom_op("torchlite::dequantize", mutates_args=())

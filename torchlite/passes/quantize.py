@@ -1,15 +1,16 @@
 """Weight-only linear quantization of every linear-like op whose weight is a graph constant.
 
-Two steps, both visible in the returned graph when `fuse=False`:
-1. insert: `linear(x, W, b)` -> `linear(x, torchlite.dequantize(qW, scale, zero), b)`; the weight
-   is quantized once, here (constant folding of quantize on a constant), and only the packed
-   integers, scales and zero points are stored in the new graph.
-2. fuse: `linear(x, torchlite.dequantize(...), b)` -> `torchlite.qlinear(x, qW, scale, zero, b)`,
-   the op whose Inductor lowering reads the packed weight directly.
+Three steps; `fold=False` / `fuse=False` stop after the first / second and return that graph:
+1. insert: `linear(x, W, b)` -> `linear(x, dequantize(*quantize(W)), b)` with the torchlite ops.
+2. fold: `quantize` of a constant weight is evaluated once; the graph keeps only the packed
+   integers, scales and zero points as constants (no fp32 weight is left).
+3. fuse: `linear(x, dequantize(qW, scale, zero), b)` -> `qlinear(x, qW, scale, zero, b)`, the op
+   whose Inductor lowering reads the packed weight directly.
 """
 from __future__ import annotations
 
 import fnmatch
+import operator
 from dataclasses import dataclass, field
 
 import torch
@@ -17,13 +18,14 @@ import torch.fx as fx
 import torch.nn.functional as F
 
 from .. import ops as _ops  # noqa: F401  (registers torch.ops.torchlite)
-from ..graph import attr_name, clone, find_linears, set_attr
+from ..graph import attr_name, clone, find_linears, get_attr_value, set_attr
 from ..graph.linear import LinearSite
 from ..log import logger
 from ..quant.linear import QuantizedWeight, check_finite, quantize_weight
 from ..recipe import Quantize
 from ..report import mb, table
 
+QUANTIZE = torch.ops.torchlite.quantize.default
 DEQUANTIZE = torch.ops.torchlite.dequantize.default
 QLINEAR = torch.ops.torchlite.qlinear.default
 
@@ -88,24 +90,22 @@ def layer_report(name: str, weight: torch.Tensor, qw: QuantizedWeight) -> LayerR
     )
 
 
-def _weight_and_bias_nodes(gm: fx.GraphModule, site: LinearSite):
-    """For `call_module` sites, expose the module's bias as a top-level constant of `gm`."""
+def _constant_node(gm: fx.GraphModule, site: LinearSite, part: str, tensor: torch.Tensor | None):
+    """The `get_attr` of a linear's weight or bias; `call_module` sites get top-level constants."""
     if site.node.op != "call_module":
-        return site.bias
-    bias = gm.get_submodule(str(site.node.target)).bias
-    if bias is None:
+        return site.weight if part == "weight" else site.bias
+    if tensor is None:
         return None
-    name = attr_name(gm, site.name + ".bias")
-    set_attr(gm, name, bias.detach())
+    name = attr_name(gm, f"{site.name}.{part}")
+    set_attr(gm, name, tensor.detach())
     with gm.graph.inserting_before(site.node):
         return gm.graph.get_attr(name)
 
 
-def insert_dequantize(gm: fx.GraphModule, cfg: Quantize, report: QuantizeReport) -> None:
-    """Step 1, in place on a fresh clone."""
-    sites = find_linears(gm)
+def insert_quantize_dequantize(gm: fx.GraphModule, cfg: Quantize, report: QuantizeReport) -> dict:
+    """Step 1, in place on a fresh clone. Returns {quantize node: its already computed result}."""
     chosen = []
-    for site in sites:
+    for site in find_linears(gm):
         if site.reason is None and excluded(site.name, cfg.exclude):
             site.reason = "excluded by the recipe"
         if site.reason is not None:
@@ -114,33 +114,49 @@ def insert_dequantize(gm: fx.GraphModule, cfg: Quantize, report: QuantizeReport)
             continue
         check_finite(site.weight_tensor, site.name)  # every layer is checked before any is rewritten
         chosen.append(site)
-    done: dict[int, tuple[fx.Node, ...]] = {}
+    gs = cfg.group_size or 0
+    quantized: dict[int, tuple[fx.Node, QuantizedWeight]] = {}  # tied weights are quantized once
+    computed = {}
     for site in chosen:
         w = site.weight_tensor
-        key = id(w)
-        if key not in done:
+        if id(w) not in quantized:
             qw = quantize_weight(w, cfg.bits, cfg.group_size, cfg.symmetric, cfg.granularity)
             report.layers.append(layer_report(site.name, w, qw))
-            names = []
-            for part in ("qdata", "scale", "zero"):
-                t = getattr(qw, part)
-                if t is None:
-                    names.append(None)
-                    continue
-                names.append(attr_name(gm, f"{site.name}.{part}"))
-                set_attr(gm, names[-1], t)
-            done[key] = (names, qw)
-        names, qw = done[key]
-        bias = _weight_and_bias_nodes(gm, site)
+            weight = _constant_node(gm, site, "weight", w)
+            with gm.graph.inserting_after(weight):
+                qnode = gm.graph.call_function(QUANTIZE, (weight, cfg.bits, gs, cfg.symmetric, cfg.granularity))
+            qnode.meta["torchlite_name"] = site.name
+            computed[qnode] = qw
+            quantized[id(w)] = (qnode, qw)
+        qnode, qw = quantized[id(w)]
+        module = gm.get_submodule(str(site.node.target)) if site.node.op == "call_module" else None
+        bias = _constant_node(gm, site, "bias", module.bias if module is not None else None)
         with gm.graph.inserting_before(site.node):
-            q, s, z = (gm.graph.get_attr(n) if n else None for n in names)
-            deq = gm.graph.call_function(
-                DEQUANTIZE, (q, s, z, qw.bits, qw.group_size, qw.in_features, w.dtype)
-            )
+            q, s = (gm.graph.call_function(operator.getitem, (qnode, i)) for i in range(2))
+            z = None if cfg.symmetric else gm.graph.call_function(operator.getitem, (qnode, 2))
+            deq = gm.graph.call_function(DEQUANTIZE, (q, s, z, qw.bits, qw.group_size, qw.in_features, w.dtype))
             lin = gm.graph.call_function(F.linear, (site.x, deq, bias))
         lin.meta.update({k: v for k, v in site.node.meta.items() if k in ("stack_trace", "nn_module_stack")})
         site.node.replace_all_uses_with(lin)
         gm.graph.erase_node(site.node)
+    return computed
+
+
+def fold_quantize(gm: fx.GraphModule, computed: dict) -> None:
+    """Step 2, in place: replace each `quantize(constant)` by constants holding its result."""
+    for qnode in [n for n in gm.graph.nodes if n.target is QUANTIZE and n.args[0].op == "get_attr"]:
+        qw = computed.get(qnode)
+        parts = (qw.qdata, qw.scale, qw.zero) if qw else QUANTIZE(get_attr_value(gm, str(qnode.args[0].target)), *qnode.args[1:])
+        name = qnode.meta.get("torchlite_name", qnode.name)
+        for use in list(qnode.users):
+            tensor = parts[use.args[1]]
+            attr = attr_name(gm, f"{name}.{('qdata', 'scale', 'zero')[use.args[1]]}")
+            set_attr(gm, attr, tensor)
+            with gm.graph.inserting_before(use):
+                const = gm.graph.get_attr(attr)
+            use.replace_all_uses_with(const)
+            gm.graph.erase_node(use)
+        gm.graph.erase_node(qnode)
 
 
 def fuse_qlinear(gm: fx.GraphModule) -> int:
@@ -168,7 +184,7 @@ def drop_unused_attributes(gm: fx.GraphModule, original: fx.GraphModule) -> None
     Modules that `gm` shares with `original` are detached, never edited.
     """
     for node in reversed(list(gm.graph.nodes)):  # never a full DCE: it would drop in-place ops
-        if not node.users and (node.op == "get_attr" or node.target is DEQUANTIZE):
+        if not node.users and (node.op == "get_attr" or node.target in (DEQUANTIZE, operator.getitem)):
             gm.graph.erase_node(node)
     gm.delete_all_unused_submodules()
     used = {str(n.target) for n in gm.graph.nodes if n.op in ("get_attr", "call_module")}
@@ -186,7 +202,7 @@ def drop_unused_attributes(gm: fx.GraphModule, original: fx.GraphModule) -> None
             delattr(owner, leaf)
 
 
-def run(gm: fx.GraphModule, cfg: Quantize, calib=None, *, fuse: bool = True):
+def run(gm: fx.GraphModule, cfg: Quantize, calib=None, *, fold: bool = True, fuse: bool = True):
     """Quantize the weights of `gm`'s linear layers. Returns (new GraphModule, QuantizeReport)."""
     if not isinstance(cfg, Quantize):
         raise TypeError(f"quantize needs a torchlite.Quantize config, got {type(cfg).__name__}")
@@ -194,8 +210,10 @@ def run(gm: fx.GraphModule, cfg: Quantize, calib=None, *, fuse: bool = True):
         logger.debug("quantize: round-to-nearest quantization uses no calibration data; ignoring calib")
     report = QuantizeReport(cfg)
     new = clone(gm)
-    insert_dequantize(new, cfg, report)
-    if fuse:
+    computed = insert_quantize_dequantize(new, cfg, report)
+    if fold:
+        fold_quantize(new, computed)
+    if fold and fuse:
         fuse_qlinear(new)
     drop_unused_attributes(new, gm)
     new.recompile()
