@@ -50,7 +50,7 @@ def demo(args: argparse.Namespace) -> int:
             else:
                 q = kl_divergence(compiled, model, ref_ids)
         size = weight_bytes(torchlite.compress(model, recipe) if recipe else model)
-        rows.append([label, f"{size / 1e6:.1f}", f"{run.tokens_per_second:.1f}", f"{q:.4f}" if text is None else f"{q:.3f}", f"{compile_s:.0f}"])
+        rows.append([label, f"{size / 1e6:.1f}", f"{run.tokens_per_second:.1f}", f"{max(q, 0.0):.4f}" if text is None else f"{q:.3f}", f"{compile_s:.0f}"])
         texts.append((label, tok.decode(run.token_ids)))
     print()
     for label, sentence in texts:
