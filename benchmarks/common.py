@@ -49,7 +49,7 @@ def machine() -> str:
 
 def header(title: str) -> str:
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    cmd = " ".join(["python"] + [Path(sys.argv[0]).as_posix().split("/main/")[-1]] + sys.argv[1:])
+    cmd = " ".join(["cd benchmarks && python", Path(sys.argv[0]).name] + sys.argv[1:])
     return f"## {title}\n\nMachine: {machine()}. Date: {now}. Command: `{cmd}`.\n"
 
 

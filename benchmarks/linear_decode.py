@@ -14,6 +14,7 @@ import torch
 import torchlite
 from common import header, markdown, median_seconds, read_bandwidth_gbs, write_section
 from torchlite.eval.lm import weight_bytes
+from torchlite.quant.linear import quantize_weight
 
 warnings.filterwarnings("ignore")
 
@@ -30,6 +31,24 @@ class Layers(torch.nn.Module):
         k = x.shape[-1]
         for layer in self.layers:
             x = x + 1e-3 * layer(x)[..., :k]
+        return x
+
+
+class Int8Expression(torch.nn.Module):
+    """int8 weight-only written as a plain tensor expression, `(x * q.float()).sum(-1) * s`, for
+    plain Inductor to compile: what Inductor's own code generation reaches without torchlite."""
+
+    def __init__(self, model: Layers):
+        super().__init__()
+        qs = [quantize_weight(layer.weight, 8, None, True, "channel") for layer in model.layers]
+        k = model.layers[0].in_features
+        self.q = torch.nn.ParameterList(torch.nn.Parameter(q.qdata[:, :k], requires_grad=False) for q in qs)
+        self.s = torch.nn.ParameterList(torch.nn.Parameter(q.scale[:, 0], requires_grad=False) for q in qs)
+
+    def forward(self, x):
+        k = x.shape[-1]
+        for q, s in zip(self.q, self.s):
+            x = x + 1e-3 * ((x.unsqueeze(-2) * q.float()).sum(-1) * s)[..., :k]
         return x
 
 
@@ -68,6 +87,11 @@ def variants(model: Layers):
         )
     except ImportError:
         print("torchao not installed: skipping its row")
+    torch._dynamo.reset()
+    expression = Int8Expression(model)
+    yield "Inductor, int8 as a tensor expression", torch.compile(expression), torch.float32, sum(
+        q.numel() for q in expression.q
+    )
     for label, recipe in [("lite int8", "int8"), ("lite int4 g128", "int4")]:
         torch._dynamo.reset()
         compiled = torch.compile(model, backend="lite", options={"recipe": recipe})

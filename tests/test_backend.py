@@ -76,7 +76,7 @@ def test_unknown_preset_is_a_clear_error():
         torch.compile(Block(), backend="lite", options={"recipe": "int5"})(torch.randn(2, 64))
 
 
-def test_model_without_linears_compiles(caplog):
+def test_model_without_linears_compiles():
     model = torch.nn.Sequential(torch.nn.LayerNorm(8), torch.nn.ReLU())
     x = torch.randn(2, 8)
     with torch.no_grad():

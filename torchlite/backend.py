@@ -17,7 +17,7 @@ from torch._dynamo.source import ConstantSource
 
 from . import inductor as _lowerings  # noqa: F401  (registers torchlite's Inductor lowerings)
 from .errors import TorchliteError
-from .graph.lift import lift_linear_weights
+from .graph.lift import TRAINABLE, lift_linear_weights
 from .log import logger
 from .pipeline import apply_recipe
 from .recipe import Recipe, parse_recipe
@@ -65,12 +65,13 @@ def lite(gm: fx.GraphModule, example_inputs, options: Mapping[str, Any] | None =
         canonical, kept, notes = lift_linear_weights(gm, example_inputs, keep_trainable=training)
         for name, why in notes:
             logger.info("lite: %s left as it is: %s", name, why)
-        if notes and training and any("requires grad" in why for _, why in notes):
+        trainable = sum(why == TRAINABLE for _, why in notes)
+        if trainable:
             logger.warning(
                 "lite: %d linear weight(s) require grad under grad mode and stay in floating point; "
                 "compile under torch.no_grad()/torch.inference_mode() or call model.requires_grad_(False) "
                 "to quantize them",
-                sum("requires grad" in why for _, why in notes),
+                trainable,
             )
         rewritten, reports = apply_recipe(canonical, recipe)
     except TorchliteError:

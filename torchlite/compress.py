@@ -8,8 +8,7 @@ import torch
 from .errors import TorchliteError
 from .log import logger
 from .modules import QuantizedLinear
-from .passes.quantize import QuantizeReport, excluded, layer_report
-from .quant.linear import check_finite, quantize_weight
+from .passes.quantize import QuantizeReport, quantize_layers
 from .recipe import Recipe, parse_recipe
 
 
@@ -28,13 +27,11 @@ def compress(model: torch.nn.Module, recipe: Recipe | str | dict = "int8", *, in
     reports = []
     if cfg is not None:
         linears = [(n, m) for n, m in target.named_modules() if type(m) is torch.nn.Linear]
-        chosen = [(n, m) for n, m in linears if not excluded(n, cfg.exclude)]
-        for name, mod in chosen:
-            check_finite(mod.weight, name)
-        report = QuantizeReport(cfg, skipped=[(n, "excluded by the recipe") for n, m in linears if excluded(n, cfg.exclude)])
-        for name, mod in chosen:
-            qw = quantize_weight(mod.weight, cfg.bits, cfg.group_size, cfg.symmetric, cfg.granularity)
-            report.layers.append(layer_report(name, mod.weight, qw))
+        report = QuantizeReport(cfg)
+        quantized = quantize_layers([(n, m.weight, None) for n, m in linears], cfg, report)
+        for (name, mod), qw in zip(linears, quantized):
+            if qw is None:
+                continue
             parent_name, _, leaf = name.rpartition(".")
             parent = target.get_submodule(parent_name) if parent_name else target
             setattr(parent, leaf, QuantizedLinear(qw, mod.bias))

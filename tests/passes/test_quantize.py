@@ -115,7 +115,7 @@ def test_nan_weight_names_the_layer_and_changes_nothing():
     assert gm.code == code
 
 
-def test_graph_without_linears_is_returned_unchanged(caplog):
+def test_graph_without_linears_is_returned_unchanged():
     gm = torchlite.trace(torch.nn.ReLU(), (torch.randn(3),))
     new, report = torchlite.passes.quantize(gm, Quantize(bits=8))
     assert report.layers == [] and _targets(new) == _targets(gm)

@@ -23,12 +23,16 @@ def weights(draw):
     return torch.randn(n, k, generator=g) * scale
 
 
+def _roundtrip(w, cfg):
+    qw = quantize_weight(w, *cfg)
+    return qw, qw.dequantize()
+
+
 @settings(max_examples=150, deadline=None)
 @given(weights(), configs)
 def test_dequantization_error_is_at_most_half_a_step(w, cfg):
-    bits, gs, sym, gran = cfg
-    qw = quantize_weight(w, bits, gs, sym, gran)
-    wd = qw.dequantize()
+    bits = cfg[0]
+    qw, wd = _roundtrip(w, cfg)
     k = w.shape[1]
     reps = padded_in_features(k, bits, qw.group_size) // qw.scale.shape[1]
     step = qw.scale.repeat_interleave(reps, 1)[:, :k].expand_as(w)
@@ -38,11 +42,8 @@ def test_dequantization_error_is_at_most_half_a_step(w, cfg):
 @settings(max_examples=100, deadline=None)
 @given(weights(), configs)
 def test_quantizing_a_quantized_weight_is_exact(w, cfg):
-    bits, gs, sym, gran = cfg
-    qw = quantize_weight(w, bits, gs, sym, gran)
-    wd = qw.dequantize()
-    qw2 = quantize_weight(wd, bits, gs, sym, gran)
-    wd2 = qw2.dequantize()
+    _, wd = _roundtrip(w, cfg)
+    _, wd2 = _roundtrip(wd, cfg)
     assert torch.allclose(wd2, wd, rtol=1e-5, atol=1e-6 * float(w.abs().max()))
 
 

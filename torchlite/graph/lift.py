@@ -8,6 +8,9 @@ from .linear import find_linears
 from .module import attr_name, clone, readable_name, set_attr
 
 
+TRAINABLE = "weight requires grad (training): left in floating point"
+
+
 def lift_linear_weights(gm: fx.GraphModule, example_inputs, keep_trainable: bool):
     """Copy of `gm` whose linear weights are `get_attr` constants instead of graph inputs.
 
@@ -26,7 +29,7 @@ def lift_linear_weights(gm: fx.GraphModule, example_inputs, keep_trainable: bool
         if not isinstance(tensor, torch.nn.Parameter):
             notes.append((readable_name(str(w.target)), "weight is a runtime input, not a parameter"))
         elif keep_trainable and tensor.requires_grad:
-            notes.append((readable_name(str(w.target)), "weight requires grad (training): left in floating point"))
+            notes.append((readable_name(str(w.target)), TRAINABLE))
         else:
             lift[w] = tensor
     new = clone(gm)

@@ -40,7 +40,6 @@ class _Weight:
         self.per_row = not one(scale.get_size()[0], 1)
         self.per_col = not one(scale.get_size()[1], 1)
         self.packed = bits <= 4
-        self.bits = bits
         self.block = block_size(bits, group_size)
 
     def _sidx(self, n, g):
@@ -85,7 +84,9 @@ class _Weight:
         return ops.mul(v, self.scale(n, g))
 
 
+@register_lowering(torch.ops.torchlite.dequantize.default, type_promotion_kind=None)
 def _dequantized(qdata, scale, zero, bits, group_size, in_features, dtype):
+    """Pointwise W[n, k]: the dequantize lowering, and the prefill path's temporary."""
     w = _Weight(qdata, scale, zero, bits, group_size)
     n_out = qdata.get_size()[0]
 
@@ -94,11 +95,6 @@ def _dequantized(qdata, scale, zero, bits, group_size, in_features, dtype):
         return ops.to_dtype(w.value(n, k), dtype)
 
     return ir.Pointwise.create(device=qdata.get_device(), dtype=dtype, inner_fn=inner, ranges=[n_out, in_features])
-
-
-@register_lowering(torch.ops.torchlite.dequantize.default, type_promotion_kind=None)
-def _dequantize_lowering(qdata, scale, zero, bits, group_size, in_features, dtype):
-    return _dequantized(qdata, scale, zero, bits, group_size, in_features, dtype)
 
 
 VEC = 16  # float32 lanes of an AVX-512 register: the innermost (vectorized) loop length

@@ -14,20 +14,21 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import TorchliteError
-from ..quant.linear import block_size, dequantize_weight, padded_in_features, quantize_weight
+from ..quant.linear import (
+    block_size, dequantize_weight, padded_in_features, quantize_weight, storage_dtype, storage_shape,
+)
 
 
 def check_qweight(qdata, scale, zero, bits: int, group_size: int, in_features: int) -> None:
     """Validate a quantized weight's storage against its metadata (shapes and dtypes)."""
-    packed = bits <= 4
     kp = padded_in_features(in_features, bits, group_size)
-    want_cols = kp // 2 if packed else kp
+    want_cols = storage_shape(1, in_features, bits, group_size)[1]
     if qdata.dim() != 2 or qdata.shape[1] != want_cols:
         raise TorchliteError(
             f"quantized weight has shape {tuple(qdata.shape)}, expected [out, {want_cols}] for "
             f"in_features={in_features}, bits={bits}, group_size={group_size}: storage and metadata disagree"
         )
-    want_dtype = torch.uint8 if (packed or zero is not None) else torch.int8
+    want_dtype = storage_dtype(bits, symmetric=zero is None)
     if qdata.dtype != want_dtype:
         raise TorchliteError(f"quantized weight has dtype {qdata.dtype}, expected {want_dtype}")
     n = qdata.shape[0]
@@ -51,8 +52,8 @@ def _(weight, bits, group_size, symmetric, granularity):
     n, k = weight.shape
     gs = group_size if granularity == "group" else 0
     kp = padded_in_features(k, bits, gs)
-    rows, cols = {"tensor": (1, 1), "channel": (n, 1), "group": (n, kp // max(block_size(bits, gs), 1))}[granularity]
-    qdata = weight.new_empty((n, kp // 2 if bits <= 4 else kp), dtype=torch.uint8 if bits <= 4 or not symmetric else torch.int8)
+    rows, cols = {"tensor": (1, 1), "channel": (n, 1), "group": (n, kp // block_size(bits, gs))}[granularity]
+    qdata = weight.new_empty(storage_shape(n, k, bits, gs), dtype=storage_dtype(bits, symmetric))
     scale = weight.new_empty((rows, cols), dtype=torch.float32)
     zero = weight.new_empty((0,) if symmetric else (rows, cols), dtype=torch.uint8)
     return qdata, scale, zero

@@ -102,33 +102,51 @@ def _constant_node(gm: fx.GraphModule, site: LinearSite, part: str, tensor: torc
         return gm.graph.get_attr(name)
 
 
+def quantize_layers(
+    layers: list[tuple[str, torch.Tensor, str | None]], cfg: Quantize, report: QuantizeReport
+) -> list[QuantizedWeight | None]:
+    """Quantize the weights of (name, weight, reason-to-skip) layers that `cfg` does not exclude.
+
+    Shared by the pass and `torchlite.compress`. Every chosen weight is checked for NaN/Inf before
+    any is quantized; a weight shared by several layers (tied) is quantized and reported once.
+    Returns, per layer, its QuantizedWeight (the same object for tied layers) or None if skipped.
+    """
+    reasons = [reason or ("excluded by the recipe" if excluded(name, cfg.exclude) else None) for name, _, reason in layers]
+    for (name, weight, _), reason in zip(layers, reasons):
+        if reason is None:
+            check_finite(weight, name)
+        else:
+            report.skipped.append((name, reason))
+            logger.info("quantize: leaving %s as it is: %s", name, reason)
+    done: dict[int, QuantizedWeight] = {}
+    out = []
+    for (name, weight, _), reason in zip(layers, reasons):
+        if reason is None and id(weight) not in done:
+            done[id(weight)] = quantize_weight(weight, cfg.bits, cfg.group_size, cfg.symmetric, cfg.granularity)
+            report.layers.append(layer_report(name, weight, done[id(weight)]))
+        out.append(None if reason else done[id(weight)])
+    return out
+
+
 def insert_quantize_dequantize(gm: fx.GraphModule, cfg: Quantize, report: QuantizeReport) -> dict:
     """Step 1, in place on a fresh clone. Returns {quantize node: its already computed result}."""
-    chosen = []
-    for site in find_linears(gm):
-        if site.reason is None and excluded(site.name, cfg.exclude):
-            site.reason = "excluded by the recipe"
-        if site.reason is not None:
-            report.skipped.append((site.name, site.reason))
-            logger.info("quantize: leaving %s as it is: %s", site.name, site.reason)
-            continue
-        check_finite(site.weight_tensor, site.name)  # every layer is checked before any is rewritten
-        chosen.append(site)
+    sites = find_linears(gm)
+    quantized = quantize_layers([(s.name, s.weight_tensor, s.reason) for s in sites], cfg, report)
     gs = cfg.group_size or 0
-    quantized: dict[int, tuple[fx.Node, QuantizedWeight]] = {}  # tied weights are quantized once
+    qnodes: dict[int, fx.Node] = {}  # one quantize node per distinct QuantizedWeight
     computed = {}
-    for site in chosen:
+    for site, qw in zip(sites, quantized):
+        if qw is None:
+            continue
         w = site.weight_tensor
-        if id(w) not in quantized:
-            qw = quantize_weight(w, cfg.bits, cfg.group_size, cfg.symmetric, cfg.granularity)
-            report.layers.append(layer_report(site.name, w, qw))
+        if id(qw) not in qnodes:
             weight = _constant_node(gm, site, "weight", w)
             with gm.graph.inserting_after(weight):
                 qnode = gm.graph.call_function(QUANTIZE, (weight, cfg.bits, gs, cfg.symmetric, cfg.granularity))
             qnode.meta["torchlite_name"] = site.name
             computed[qnode] = qw
-            quantized[id(w)] = (qnode, qw)
-        qnode, qw = quantized[id(w)]
+            qnodes[id(qw)] = qnode
+        qnode = qnodes[id(qw)]
         module = gm.get_submodule(str(site.node.target)) if site.node.op == "call_module" else None
         bias = _constant_node(gm, site, "bias", module.bias if module is not None else None)
         with gm.graph.inserting_before(site.node):

@@ -55,6 +55,16 @@ def padded_in_features(in_features: int, bits: int, group_size: int) -> int:
     return -(-in_features // b) * b
 
 
+def storage_dtype(bits: int, symmetric: bool) -> torch.dtype:
+    """int8 for symmetric 5-8 bit values, uint8 for everything else (packed nibbles, zero points)."""
+    return torch.int8 if bits > 4 and symmetric else torch.uint8
+
+
+def storage_shape(out_features: int, in_features: int, bits: int, group_size: int) -> tuple[int, int]:
+    kp = padded_in_features(in_features, bits, group_size)
+    return out_features, kp // 2 if bits <= 4 else kp
+
+
 def qrange(bits: int, symmetric: bool) -> tuple[int, int]:
     """Integer range of the quantized values (symmetric is restricted: -(2^(b-1)-1)..2^(b-1)-1)."""
     if symmetric:
@@ -112,7 +122,7 @@ def quantize_weight(
         stored = q + 8 if symmetric else q
         qdata = pack_nibbles(stored.to(torch.uint8), block_size(bits, gs))
     else:
-        qdata = q.to(torch.int8 if symmetric else torch.uint8).contiguous()
+        qdata = q.to(storage_dtype(bits, symmetric)).contiguous()
     return QuantizedWeight(qdata, scale, zero, bits, gs, k)
 
 
