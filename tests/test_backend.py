@@ -143,3 +143,30 @@ def test_kv_cache_decode_keeps_in_place_cache_updates():
             out = compiled(past_key_values=caches[0], **step).logits
             ref = oracle(past_key_values=caches[1], **step).logits
             torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_factor_with_calibration_matches_compress():
+    model, x = Block().eval(), torch.randn(2, 5, 64)
+    calib = [torch.randn(2, 5, 64) for _ in range(3)]
+    recipe = {"factor": {"budget": 0.7, "method": "whiten"}, "quantize": {"bits": 8}}
+    reference = torchlite.compress(model, recipe, calib=calib)
+    with torch.no_grad():
+        compiled = torch.compile(model, backend="lite", options={"recipe": recipe, "calib": calib})
+        torch.testing.assert_close(compiled(x), reference(x), rtol=1e-4, atol=1e-4)
+        by_name = torch.compile(model, backend="lite", options={"recipe": recipe, "calib": [{"x": t} for t in calib]})
+        torch.testing.assert_close(by_name(x), reference(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "calib, match",
+    [
+        ([torch.randn(2, 7, 64)], "compiled for \\(2, 5, 64\\)"),
+        ([{"y": torch.randn(2, 5, 64)}], "lacks input\\(s\\) \\['x'\\]"),
+        ([], "empty"),
+    ],
+)
+def test_bad_calibration_is_a_clear_error(calib, match):
+    model, x = Block().eval(), torch.randn(2, 5, 64)
+    options = {"recipe": {"factor": {"ratio": 0.5, "method": "whiten"}}, "calib": calib}
+    with torch.no_grad(), pytest.raises(Exception, match=match):
+        torch.compile(model, backend="lite", options=options)(x)

@@ -1,6 +1,6 @@
 import pytest
 
-from torchlite import PRESETS, Quantize, Recipe, TorchliteError, parse_recipe
+from torchlite import PRESETS, Factor, Quantize, Recipe, TorchliteError, parse_recipe
 from torchlite.recipe import to_dict
 
 
@@ -16,6 +16,10 @@ def test_dict_and_dataclass_agree():
     r = parse_recipe({"quantize": {"bits": 4, "group_size": 64, "symmetric": False}})
     assert r == Recipe(quantize=Quantize(bits=4, group_size=64, symmetric=False))
     assert parse_recipe(to_dict(r)) == r
+    both = parse_recipe({"factor": {"budget": 0.8, "method": "whiten", "exclude": "lm_head"}, "quantize": {"bits": 8}})
+    assert both == Recipe(factor=Factor(budget=0.8, method="whiten", exclude=("lm_head",)), quantize=Quantize(bits=8))
+    assert parse_recipe(to_dict(both)) == both
+    assert Recipe.ORDER == ("factor", "quantize")
 
 
 @pytest.mark.parametrize(
@@ -29,6 +33,10 @@ def test_dict_and_dataclass_agree():
         ({"quantize": {"granularity": "row"}}, ["row", "tensor", "channel", "group"]),
         ({"quantize": {"granularity": "group"}}, ["group_size"]),
         (42, ["preset", "dict", "Recipe"]),
+        ({"factor": {"rank": 8, "rnak": 2}}, ["rnak", "rank", "ratio", "energy", "budget", "method"]),
+        ({"factor": {}}, ["exactly one of rank, ratio, energy, budget"]),
+        ({"factor": {"energy": 1.0}}, ["energy=1.0", "between 0 and 1"]),
+        ({"factor": {"ratio": 0.5, "min_saving": 1}}, ["min_saving=1", "[0, 1)"]),
     ],
 )
 def test_bad_recipes_name_the_problem_and_the_choices(spec, words):

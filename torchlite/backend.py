@@ -1,7 +1,9 @@
 """The `lite` torch.compile backend: Dynamo's graph -> torchlite passes -> Inductor.
 
 Registered through the `torch_dynamo_backends` entry point, so `torch.compile(m, backend="lite")`
-works without importing torchlite. Options: {"recipe": <preset name | dict | Recipe>}.
+works without importing torchlite. Options: {"recipe": <preset name | dict | Recipe>,
+"calib": <iterable of batches>}. A calibration batch is a tensor (models with one tensor input) or a
+dict {argument name: tensor}, with the shapes the model is compiled for.
 
 The backend never breaks the user's model: if a pass or the compilation of the rewritten graph
 fails for a reason other than bad input, it logs why and compiles the original graph with plain
@@ -13,24 +15,67 @@ from typing import Any, Callable, Mapping
 
 import torch
 import torch.fx as fx
-from torch._dynamo.source import ConstantSource
+from torch._dynamo.source import ConstantSource, LocalSource
 
 from . import inductor as _lowerings  # noqa: F401  (registers torchlite's Inductor lowerings)
+from .calibration import calibration_batches
 from .errors import TorchliteError
 from .graph.lift import TRAINABLE, lift_linear_weights
 from .log import logger
 from .pipeline import apply_recipe
 from .recipe import Recipe, parse_recipe
 
-OPTIONS = ("recipe",)
+OPTIONS = ("recipe", "calib")
 
 
-def parse_options(options: Mapping[str, Any] | None) -> Recipe:
+def parse_options(options: Mapping[str, Any] | None) -> tuple[Recipe, Any]:
+    """(recipe, calibration batches or None) from the backend options."""
     options = dict(options or {})
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
         raise TorchliteError(f"unknown option(s) {unknown} for backend 'lite'; allowed: {', '.join(OPTIONS)}")
-    return parse_recipe(options.get("recipe"))
+    calib = options.get("calib")
+    return parse_recipe(options.get("recipe")), None if calib is None else calibration_batches(calib, "lite")
+
+
+def graph_calibration(gm: fx.GraphModule, example_inputs, kept: list[int], batches) -> list[tuple]:
+    """The user's calibration batches as positional inputs of the graph that takes the `kept` inputs.
+
+    Inputs the user passes (Dynamo sources that are plain locals) come from each batch, the rest
+    (buffers, parameters left as inputs) from the example inputs.
+    """
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    user = {}
+    for i, node in enumerate(placeholders):
+        source = getattr(node, "_dynamo_source", None)
+        if isinstance(source, LocalSource) and not isinstance(example_inputs[i], torch.nn.Parameter):
+            user[source.local_name] = i
+    out = []
+    for b, (args, kwargs) in enumerate(batches):
+        if args and len(args) == 1 and isinstance(args[0], torch.Tensor) and len(user) == 1:
+            given = {next(iter(user)): args[0]}
+        elif kwargs:
+            given = kwargs
+        else:
+            raise TorchliteError(
+                f"lite: calibration batch {b} must be a dict {{argument name: tensor}} for this graph, whose inputs "
+                f"are {sorted(user)} (a bare tensor only works for a single input)"
+            )
+        missing = sorted(set(user) - set(given))
+        if missing:
+            raise TorchliteError(f"lite: calibration batch {b} lacks input(s) {missing}; the graph's inputs are {sorted(user)}")
+        values = list(example_inputs)
+        for name, i in user.items():
+            t, ref = given[name], example_inputs[i]
+            if isinstance(ref, torch.Tensor) and (not isinstance(t, torch.Tensor) or t.shape != ref.shape or t.dtype != ref.dtype):
+                got = f"{tuple(t.shape)} {t.dtype}" if isinstance(t, torch.Tensor) else type(t).__name__
+                raise TorchliteError(
+                    f"lite: calibration batch {b} input {name!r} is {got}, but the model is compiled for "
+                    f"{tuple(ref.shape)} {ref.dtype}; calibrate with batches of the compiled shape"
+                )
+            values[i] = t
+        out.append(tuple(values[i] for i in kept))
+    return out
 
 
 def _inductor(gm: fx.GraphModule, example_inputs) -> Callable:
@@ -57,12 +102,13 @@ def _drop_inputs(compiled: Callable, kept: list[int]) -> Callable:
 
 
 def lite(gm: fx.GraphModule, example_inputs, options: Mapping[str, Any] | None = None, **_: Any) -> Callable:
-    recipe = parse_options(options)
+    recipe, calib = parse_options(options)
     if recipe.is_noop:
         return _inductor(gm, example_inputs)
     training = torch.is_grad_enabled()
     try:
         canonical, kept, notes = lift_linear_weights(gm, example_inputs, keep_trainable=training)
+        graph_calib = None if calib is None else graph_calibration(gm, example_inputs, kept, calib)
         for name, why in notes:
             logger.info("lite: %s left as it is: %s", name, why)
         trainable = sum(why == TRAINABLE for _, why in notes)
@@ -73,7 +119,7 @@ def lite(gm: fx.GraphModule, example_inputs, options: Mapping[str, Any] | None =
                 "to quantize them",
                 trainable,
             )
-        rewritten, reports = apply_recipe(canonical, recipe)
+        rewritten, reports = apply_recipe(canonical, recipe, graph_calib)
     except TorchliteError:
         raise
     except Exception as exc:  # a graph the passes cannot handle: never break the user's model

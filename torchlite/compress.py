@@ -5,37 +5,88 @@ import copy
 
 import torch
 
+from .calibration import calibration_batches, observe_modules
 from .errors import TorchliteError
 from .log import logger
-from .modules import QuantizedLinear
-from .passes.quantize import QuantizeReport, quantize_layers
-from .recipe import Recipe, parse_recipe
+from .modules import LowRankLinear, QuantizedLinear
+from .passes.factor import FactorReport, factor_layers
+from .passes.quantize import QuantizeReport, excluded, quantize_layers
+from .recipe import Factor, Recipe, parse_recipe
 
 
-def compress(model: torch.nn.Module, recipe: Recipe | str | dict = "int8", *, inplace: bool = False) -> torch.nn.Module:
-    """Return `model` with its nn.Linear layers replaced by QuantizedLinear holding real int8/int4 storage.
+def compress(
+    model: torch.nn.Module, recipe: Recipe | str | dict = "int8", *, calib=None, inplace: bool = False
+) -> torch.nn.Module:
+    """Return `model` with its nn.Linear layers factored (LowRankLinear) and/or quantized
+    (QuantizedLinear with real int8/int4 storage), in the recipe's order.
 
-    The same numerics and layer selection as the `lite` backend. Every weight is validated before
-    any module is replaced, so a failure leaves the model as it was. The report is attached as
-    `model.torchlite_report`. With `inplace=False` (default) the input model is not modified.
+    The same numerics and layer selection as the `lite` backend. `calib` is an iterable of input
+    batches (what the model is called with: tensors, tuples or dicts) for the passes that use
+    activation statistics. Config, calibration data and every weight are validated before any module
+    is replaced. The reports are attached as `model.torchlite_report`. With `inplace=False`
+    (default) the input model is not modified.
     """
     recipe = parse_recipe(recipe)
     if not isinstance(model, torch.nn.Module):
         raise TorchliteError(f"compress takes an nn.Module, not {type(model).__name__}")
+    if calib is not None:
+        calib = calibration_batches(calib, "compress")
+    if recipe.factor is not None and recipe.factor.needs_calibration and calib is None:
+        raise TorchliteError(
+            f"Factor(method={recipe.factor.method!r}) needs calibration data: pass compress(..., calib=<batches>)"
+        )
     target = model if inplace else copy.deepcopy(model)
-    cfg = recipe.quantize
     reports = []
-    if cfg is not None:
-        linears = [(n, m) for n, m in target.named_modules() if type(m) is torch.nn.Linear]
-        report = QuantizeReport(cfg)
-        quantized = quantize_layers([(n, m.weight, None) for n, m in linears], cfg, report)
-        for (name, mod), qw in zip(linears, quantized):
-            if qw is None:
-                continue
-            parent_name, _, leaf = name.rpartition(".")
-            parent = target.get_submodule(parent_name) if parent_name else target
-            setattr(parent, leaf, QuantizedLinear(qw, mod.bias))
-        logger.info("compress:\n%s", report)
-        reports.append(report)
+    if recipe.factor is not None:
+        reports.append(_factor(target, recipe.factor, calib))
+    if recipe.quantize is not None:
+        reports.append(_quantize(target, recipe.quantize))
     target.torchlite_report = reports
     return target
+
+
+def _linears(model: torch.nn.Module) -> list[tuple[str, torch.nn.Linear]]:
+    return [(n, m) for n, m in model.named_modules() if type(m) is torch.nn.Linear]
+
+
+def _replace(model: torch.nn.Module, name: str, new: torch.nn.Module) -> None:
+    parent_name, _, leaf = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, leaf, new)
+
+
+def _factor(model: torch.nn.Module, cfg: Factor, calib) -> FactorReport:
+    linears = _linears(model)
+    tied = _tied_to_non_linear(model, linears)
+    layers = [
+        (n, m.weight, m.bias is not None, "weight is tied to a non-linear module (e.g. an embedding)" if id(m.weight) in tied else None)
+        for n, m in linears
+    ]
+    stats = None
+    if calib is not None:
+        names = [n for n, _, _, why in layers if why is None and not excluded(n, cfg.exclude)]
+        stats = observe_modules(model, names, calib, "factor")
+    report = FactorReport(cfg)
+    for (name, mod), pair in zip(linears, factor_layers(layers, cfg, stats, report)):
+        if pair is not None:
+            _replace(model, name, LowRankLinear(*pair, None if mod.bias is None else mod.bias.detach()))
+    logger.info("compress:\n%s", report)
+    return report
+
+
+def _tied_to_non_linear(model: torch.nn.Module, linears) -> set[int]:
+    linear_ids = {id(m) for _, m in linears}
+    return {
+        id(p) for m in model.modules() if id(m) not in linear_ids for p in m.parameters(recurse=False)
+    }
+
+
+def _quantize(model: torch.nn.Module, cfg) -> QuantizeReport:
+    linears = _linears(model)
+    report = QuantizeReport(cfg)
+    quantized = quantize_layers([(n, m.weight, None) for n, m in linears], cfg, report)
+    for (name, mod), qw in zip(linears, quantized):
+        if qw is not None:
+            _replace(model, name, QuantizedLinear(qw, mod.bias))
+    logger.info("compress:\n%s", report)
+    return report

@@ -30,3 +30,28 @@ class QuantizedLinear(torch.nn.Module):
     def extra_repr(self) -> str:
         group = f", group_size={self.group_size}" if self.group_size else ""
         return f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}{group}"
+
+
+class LowRankLinear(torch.nn.Module):
+    """A Linear factored into two: x -> lowrank_b(lowrank_a(x)), with A [rank, in] and B [out, rank].
+
+    Both halves are plain nn.Linear modules, so a later quantization step quantizes each of them.
+    """
+
+    def __init__(self, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None):
+        super().__init__()
+        rank, in_features = a.shape
+        self.in_features, self.out_features, self.rank = in_features, b.shape[0], rank
+        self.lowrank_a = torch.nn.Linear(in_features, rank, bias=False, dtype=a.dtype)
+        self.lowrank_b = torch.nn.Linear(rank, self.out_features, bias=bias is not None, dtype=b.dtype)
+        with torch.no_grad():
+            self.lowrank_a.weight.copy_(a)
+            self.lowrank_b.weight.copy_(b)
+            if bias is not None:
+                self.lowrank_b.bias.copy_(bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lowrank_b(self.lowrank_a(x))
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}"

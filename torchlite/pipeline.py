@@ -8,7 +8,8 @@ from .recipe import Recipe
 
 
 def apply_recipe(gm: fx.GraphModule, recipe: Recipe, calib=None) -> tuple[fx.GraphModule, list]:
-    """Run every configured pass of `recipe` (in Recipe.ORDER). Returns (new gm, reports)."""
+    """Run every configured pass of `recipe` (in Recipe.ORDER), each with the calibration batches
+    `calib` (positional inputs of `gm`; passes that need none ignore them). Returns (new gm, reports)."""
     reports = []
     for name in Recipe.ORDER:
         cfg = getattr(recipe, name)

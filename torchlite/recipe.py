@@ -13,6 +13,7 @@ from typing import Any, Mapping
 from .errors import TorchliteError
 
 GRANULARITIES = ("tensor", "channel", "group")
+FACTOR_METHODS = ("svd", "asvd", "whiten")
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class Quantize:
         if not isinstance(self.symmetric, bool):
             raise TorchliteError(f"Quantize.symmetric must be True or False, not {self.symmetric!r}")
         object.__setattr__(self, "granularity", gran)
-        object.__setattr__(self, "exclude", tuple(self.exclude))
+        object.__setattr__(self, "exclude", _names(self.exclude))
 
     @property
     def packed(self) -> bool:
@@ -65,13 +66,74 @@ class Quantize:
         return self.bits <= 4
 
 
+def _names(value) -> tuple[str, ...]:
+    """A layer-name list; a single string is one name (not its characters)."""
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+def _fraction(owner: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise TorchliteError(f"{owner}={value!r} must be a number strictly between 0 and 1")
+
+
+@dataclass(frozen=True)
+class Factor:
+    """Low-rank factorization of linear layers: W [out, in] -> B [out, r] @ A [r, in].
+
+    Exactly one of:
+    rank: the same rank r for every layer (1 <= r <= min(in, out) of every layer).
+    ratio: per layer, the fraction of its parameters to keep (0 < ratio < 1).
+    energy: per layer, the smallest rank keeping this fraction of the squared singular values
+        (of the activation-weighted matrix for "asvd"/"whiten"), 0 < energy < 1.
+    budget: the fraction of the parameters of all factorable linear layers to keep, split across
+        layers by how little output energy each rank unit carries (0 < budget < 1).
+    method: "svd" (plain truncated SVD), "asvd" (columns scaled by mean |activation|^alpha, alpha
+        searched per layer on the calibration data) or "whiten" (SVD of W times the Cholesky factor
+        of the input covariance: the truncation minimizes the layer's output error on the
+        calibration data). "asvd" and "whiten" need calibration data.
+    min_saving: a layer is only factored where r*(in+out) <= (1 - min_saving) * in*out.
+    exclude: fully-qualified names (or name suffixes, or glob patterns) of layers to leave dense.
+    """
+
+    rank: int | None = None
+    ratio: float | None = None
+    energy: float | None = None
+    budget: float | None = None
+    method: str = "svd"
+    min_saving: float = 0.1
+    exclude: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        chosen = [k for k in ("rank", "ratio", "energy", "budget") if getattr(self, k) is not None]
+        if len(chosen) != 1:
+            raise TorchliteError(
+                f"Factor needs exactly one of rank, ratio, energy, budget; got {chosen or 'none'}"
+            )
+        if self.rank is not None and (isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank <= 0):
+            raise TorchliteError(f"Factor.rank={self.rank!r} must be a positive int")
+        for key in ("ratio", "energy", "budget"):
+            if getattr(self, key) is not None:
+                _fraction(f"Factor.{key}", getattr(self, key))
+        if self.method not in FACTOR_METHODS:
+            raise TorchliteError(f"Factor.method={self.method!r} is unknown; allowed: {', '.join(FACTOR_METHODS)}")
+        ms = self.min_saving
+        if isinstance(ms, bool) or not isinstance(ms, (int, float)) or not 0 <= ms < 1:
+            raise TorchliteError(f"Factor.min_saving={ms!r} must be in [0, 1)")
+        object.__setattr__(self, "exclude", _names(self.exclude))
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.method != "svd"
+
+
 @dataclass(frozen=True)
 class Recipe:
-    """What to do to a model, in a fixed order: quantize (more passes join in later releases)."""
+    """What to do to a model, in a fixed order: factor, then quantize (the factors get quantized)."""
 
+    factor: Factor | None = None
     quantize: Quantize | None = None
 
-    ORDER = ("quantize",)
+    ORDER = ("factor", "quantize")
 
     @property
     def is_noop(self) -> bool:
@@ -84,7 +146,7 @@ PRESETS: dict[str, Recipe] = {
     "int4": Recipe(quantize=Quantize(bits=4, group_size=128)),
 }
 
-_PASS_CONFIGS: dict[str, type] = {"quantize": Quantize}
+_PASS_CONFIGS: dict[str, type] = {"factor": Factor, "quantize": Quantize}
 
 
 def _parse_pass(name: str, value: Any) -> Any:

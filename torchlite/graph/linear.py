@@ -25,12 +25,17 @@ TRANSPOSES = {aten.t.default, aten.permute.default, aten.transpose.int, aten.num
 @dataclass
 class LinearSite:
     node: fx.Node
-    x: fx.Node
+    x_at: int | str  # where the node holds its input x: an args index or a kwargs key
     weight: fx.Node | None  # the get_attr (or other) node producing W [out, in]
     bias: fx.Node | None
     name: str  # module path of the layer, for reports and `exclude`
     weight_tensor: torch.Tensor | None
     reason: str | None = None  # why this site cannot be rewritten, or None
+
+    @property
+    def x(self) -> fx.Node:
+        """The input node, read from the graph now (a rewrite of the layer before may have replaced it)."""
+        return self.node.kwargs[self.x_at] if isinstance(self.x_at, str) else self.node.args[self.x_at]
 
 
 def _is_plain_transpose(node) -> fx.Node | None:
@@ -53,7 +58,7 @@ def _layer_name(weight: fx.Node | None, fallback: str) -> str:
     return fallback
 
 
-def _site(gm, node, x, w, b, name=None) -> LinearSite:
+def _site(gm, node, x_at, w, b, name=None) -> LinearSite:
     tensor, reason = None, None
     if not isinstance(w, fx.Node) or w.op != "get_attr":
         reason = "weight is not a constant of the graph (a graph input or computed); trace with torchlite.trace"
@@ -63,7 +68,7 @@ def _site(gm, node, x, w, b, name=None) -> LinearSite:
             reason, tensor = "weight is not a 2-D tensor", None
         elif not tensor.is_floating_point():
             reason, tensor = f"weight dtype {tensor.dtype} is not floating point", None
-    return LinearSite(node, x, w, b, name or _layer_name(w, node.name), tensor, reason)
+    return LinearSite(node, x_at, w, b, name or _layer_name(w, node.name), tensor, reason)
 
 
 def find_linears(gm: fx.GraphModule) -> list[LinearSite]:
@@ -72,24 +77,24 @@ def find_linears(gm: fx.GraphModule) -> list[LinearSite]:
         if node.op == "call_module":
             mod = gm.get_submodule(str(node.target))
             if type(mod) is torch.nn.Linear:
-                site = LinearSite(node, node.args[0], None, None, str(node.target), mod.weight)
+                site = LinearSite(node, 0, None, None, str(node.target), mod.weight)
                 sites.append(site)
         elif node.op == "call_function" and node.target in LINEAR_FUNCTIONS:
             args = list(node.args) + [None] * (3 - len(node.args))
-            x = node.kwargs.get("input", args[0])
             w = node.kwargs.get("weight", args[1])
             b = node.kwargs.get("bias", args[2])
-            sites.append(_site(gm, node, x, w, b))
+            sites.append(_site(gm, node, "input" if "input" in node.kwargs else 0, w, b))
         elif node.op == "call_function" and node.target in (aten.addmm.default, aten.mm.default):
             if node.target is aten.addmm.default:
                 if node.kwargs.get("beta", 1) != 1 or node.kwargs.get("alpha", 1) != 1:
                     continue
-                b, x, wt = node.args[:3]
+                b, _, wt = node.args[:3]
                 if not isinstance(b, fx.Node) or len(b.meta.get("val", torch.empty(0)).shape) != 1:
                     continue  # only a 1-D bias is a linear's bias
+                x_at = 1
             else:
-                b, (x, wt) = None, node.args[:2]
+                b, wt, x_at = None, node.args[1], 0
             w = _is_plain_transpose(wt)
             if w is not None:
-                sites.append(_site(gm, node, x, w, b))
+                sites.append(_site(gm, node, x_at, w, b))
     return sites

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from .. import ops as _ops  # noqa: F401  (registers torch.ops.torchlite)
 from ..graph import attr_name, clone, find_linears, get_attr_value, set_attr
-from ..graph.linear import LinearSite
+from ..graph.linear import TRANSPOSES, LinearSite
 from ..log import logger
 from ..quant.linear import QuantizedWeight, check_finite, quantize_weight
 from ..recipe import Quantize
@@ -202,7 +202,7 @@ def drop_unused_attributes(gm: fx.GraphModule, original: fx.GraphModule) -> None
     Modules that `gm` shares with `original` are detached, never edited.
     """
     for node in reversed(list(gm.graph.nodes)):  # never a full DCE: it would drop in-place ops
-        if not node.users and (node.op == "get_attr" or node.target in (DEQUANTIZE, operator.getitem)):
+        if not node.users and (node.op == "get_attr" or node.target in (DEQUANTIZE, operator.getitem, *TRANSPOSES)):
             gm.graph.erase_node(node)
     gm.delete_all_unused_submodules()
     used = {str(n.target) for n in gm.graph.nodes if n.op in ("get_attr", "call_module")}

@@ -77,8 +77,8 @@ def check_finite(weight: torch.Tensor, name: str) -> None:
     if not torch.isfinite(weight).all():
         bad = (~torch.isfinite(weight)).sum().item()
         raise TorchliteError(
-            f"weight of {name!r} has {bad} NaN/Inf value(s); fix or exclude the layer "
-            f"(Quantize(exclude=({name!r},))) before quantizing"
+            f"weight of {name!r} has {bad} NaN/Inf value(s); fix the weights or exclude the layer "
+            f"(exclude=({name!r},) in the pass's config) before compressing"
         )
 
 

@@ -1,0 +1,211 @@
+"""Low-rank factorization of linear layers: `linear(x, W, b)` -> `linear(linear(x, A), B, b)`.
+
+Ranks come from the config (fixed rank, per-layer ratio, energy threshold, or a global parameter
+budget); a layer is factored only where it saves at least `min_saving` of its parameters. The
+factors are new graph constants, so a quantize pass after this one quantizes them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+
+from .. import lowrank
+from ..calibration import InputStats, calibration_batches, observe_graph
+from ..errors import TorchliteError
+from ..graph import attr_name, clone, find_linears, get_attr_value, set_attr
+from ..graph.linear import TRANSPOSES
+from ..graph.cost import Cost, linear_cost, total
+from ..log import logger
+from ..quant.linear import check_finite
+from ..recipe import Factor
+from ..report import table
+from .quantize import _constant_node, drop_unused_attributes, excluded
+
+SHARED = "weight is also used outside linear layers (e.g. a tied embedding): factoring it would add parameters"
+
+
+@dataclass
+class FactorLayer:
+    name: str
+    in_features: int
+    out_features: int
+    rank: int
+    energy: float  # fraction of sum(sigma^2) kept (of the activation-weighted matrix for asvd/whiten)
+    weight_error: float  # ||W - BA||_F / ||W||_F
+    output_error: float | None  # on the calibration data, when there is any
+    before: Cost
+    after: Cost
+    alpha: float | None = None  # the ASVD exponent chosen for this layer
+
+
+@dataclass
+class FactorReport:
+    config: Factor
+    layers: list[FactorLayer] = field(default_factory=list)
+    dense: list[tuple[str, Cost]] = field(default_factory=list)  # linear layers left dense
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def before(self) -> Cost:
+        return total([lay.before for lay in self.layers] + [c for _, c in self.dense])
+
+    @property
+    def after(self) -> Cost:
+        return total([lay.after for lay in self.layers] + [c for _, c in self.dense])
+
+    def __str__(self) -> str:
+        c = self.config
+        policy = next(f"{k}={getattr(c, k)}" for k in ("rank", "ratio", "energy", "budget") if getattr(c, k) is not None)
+        head = f"factor: {c.method}, {policy}, {len(self.layers)} layer(s) factored, {len(self.skipped)} left dense"
+        rows = [
+            [r.name, f"{r.out_features}x{r.in_features}", r.rank, r.energy, r.weight_error,
+             "-" if r.output_error is None else r.output_error, r.before.params, r.after.params]
+            for r in self.layers
+        ]
+        b, a = self.before, self.after
+        rows.append(["total (all linear layers)", "", "", "", "", "", b.params, a.params])
+        lines = [head, table(["layer", "shape", "rank", "energy", "weight err", "output err", "params before", "params after"], rows)]
+        lines.append(f"FLOPs per forward: {b.flops} -> {a.flops}; weight bytes {b.bytes:,} -> {a.bytes:,}")
+        lines += [f"left dense {name}: {why}" for name, why in self.skipped]
+        return "\n".join(lines)
+
+
+def _chosen_ranks(cfg: Factor, candidates, decs) -> list[int | None]:
+    """Rank per candidate (None: stays dense, reason given by the caller)."""
+    shapes = [(w.shape[1], w.shape[0]) for _, w in candidates]
+    if cfg.budget is not None:
+        target = cfg.budget * sum(i * o for i, o in shapes)
+        return lowrank.allocate_budget([(i, o, d.sigma) for (i, o), d in zip(shapes, decs)], target, 0, cfg.min_saving)
+    ranks = []
+    for (i, o), dec in zip(shapes, decs):
+        if cfg.rank is not None:
+            r = cfg.rank
+        elif cfg.ratio is not None:
+            r = max(1, int(cfg.ratio * i * o // (i + o)))
+        else:
+            r = dec.rank_for_energy(cfg.energy)
+        ranks.append(r if r <= lowrank.max_paying_rank(i, o, cfg.min_saving) else None)
+    return ranks
+
+
+def factor_layers(
+    layers: list[tuple[str, torch.Tensor, bool, str | None]], cfg: Factor, stats: dict[str, InputStats] | None,
+    report: FactorReport,
+) -> list[tuple[torch.Tensor, torch.Tensor] | None]:
+    """Factor the weights of (name, weight, has_bias, reason-to-skip) layers. Shared by the pass and
+    `torchlite.compress`. Validates everything before computing anything; returns (A, B) or None per layer."""
+    if cfg.needs_calibration and stats is None:
+        raise TorchliteError(f"Factor(method={cfg.method!r}) needs calibration data: pass calib=<batches of inputs>")
+    candidates = []
+    bias = {name: has_bias for name, _, has_bias, _ in layers}
+    for name, weight, has_bias, reason in layers:
+        reason = reason or ("excluded by the recipe" if excluded(name, cfg.exclude) else None)
+        if reason is None:
+            check_finite(weight, name)
+            candidates.append((name, weight))
+            continue
+        report.skipped.append((name, reason))
+        if weight is not None:
+            report.dense.append((name, _dense_cost(weight, has_bias)))
+    if cfg.rank is not None:
+        for name, w in candidates:
+            if cfg.rank > min(w.shape):
+                raise TorchliteError(
+                    f"Factor.rank={cfg.rank} exceeds min(in, out)={min(w.shape)} of layer {name!r} "
+                    f"({w.shape[0]}x{w.shape[1]}); use a smaller rank or exclude the layer"
+                )
+    decs = [lowrank.decompose(w, cfg.method, stats[name] if stats else None) for name, w in candidates]
+    ranks = _chosen_ranks(cfg, candidates, decs)
+    chosen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    for (name, w), dec, rank in zip(candidates, decs, ranks):
+        out_f, in_f = w.shape
+        dense = _dense_cost(w, bias[name])
+        if rank is None:
+            report.skipped.append((name, f"factoring does not save {cfg.min_saving:.0%} of its parameters at the chosen rank"))
+            report.dense.append((name, dense))
+            continue
+        alpha = None
+        if cfg.method == "asvd":
+            dec, alpha = lowrank.best_asvd(w, stats[name], rank)
+        a, b = dec.factors(rank)
+        approx = b.double() @ a.double()
+        report.layers.append(FactorLayer(
+            name, in_f, out_f, rank, dec.energy(rank), lowrank.weight_error(w, approx),
+            lowrank.output_error(w, approx, stats[name]) if stats else None,
+            dense, linear_cost(in_f, out_f, rank=rank, bias=bias[name], itemsize=w.element_size()), alpha,
+        ))
+        chosen[name] = (a, b)
+    return [chosen.get(name) for name, *_ in layers]
+
+
+def _dense_cost(weight: torch.Tensor, has_bias: bool) -> Cost:
+    return linear_cost(weight.shape[1], weight.shape[0], bias=has_bias, itemsize=weight.element_size())
+
+
+def _weights_used_elsewhere(gm: fx.GraphModule, sites) -> set[int]:
+    """ids of constant tensors read by some node other than as a linear layer's weight."""
+    site_nodes = {s.node for s in sites}
+
+    def weight_use(user: fx.Node) -> bool:
+        if user in site_nodes:
+            return True
+        return user.target in TRANSPOSES and all(u in site_nodes for u in user.users)
+
+    return {
+        id(get_attr_value(gm, str(node.target)))
+        for node in gm.graph.nodes
+        if node.op == "get_attr" and not all(weight_use(u) for u in node.users)
+    }
+
+
+def run(gm: fx.GraphModule, cfg: Factor, calib=None):
+    """Factor `gm`'s linear layers. Returns (new GraphModule, FactorReport)."""
+    if not isinstance(cfg, Factor):
+        raise TypeError(f"factor needs a torchlite.Factor config, got {type(cfg).__name__}")
+    if cfg.needs_calibration and calib is None:
+        raise TorchliteError(f"Factor(method={cfg.method!r}) needs calibration data: pass calib=<batches of inputs>")
+    if calib is not None:
+        calib = calibration_batches(calib, "factor")
+    new = clone(gm)
+    sites = find_linears(new)
+    shared = _weights_used_elsewhere(new, sites)
+    layers = []
+    for s in sites:
+        reason = s.reason or (SHARED if id(s.weight_tensor) in shared else None)
+        has_bias = s.bias is not None or (s.node.op == "call_module" and new.get_submodule(str(s.node.target)).bias is not None)
+        layers.append((s.name, s.weight_tensor, has_bias, reason))
+    stats = None
+    if calib is not None:
+        watch = {s.name: (s.x, s.weight_tensor.shape[1]) for s, (_, _, _, why) in zip(sites, layers) if why is None}
+        stats = observe_graph(new, watch, calib, "factor")
+    report = FactorReport(cfg)
+    factors = factor_layers(layers, cfg, stats, report)
+    for site, pair in zip(sites, factors):
+        if pair is not None:
+            _replace(new, site, *pair)
+    drop_unused_attributes(new, gm)
+    new.recompile()
+    logger.debug("%s", report)
+    return new, report
+
+
+def _replace(gm: fx.GraphModule, site, a: torch.Tensor, b: torch.Tensor) -> None:
+    module = gm.get_submodule(str(site.node.target)) if site.node.op == "call_module" else None
+    bias = _constant_node(gm, site, "bias", module.bias if module is not None else None)
+    nodes = {}
+    for part, tensor in (("lowrank_a", a), ("lowrank_b", b)):
+        attr = attr_name(gm, f"{site.name}.{part}")
+        set_attr(gm, attr, tensor)
+        with gm.graph.inserting_before(site.node):
+            nodes[part] = gm.graph.get_attr(attr)
+        nodes[part].meta["torchlite_name"] = f"{site.name}.{part}.weight"
+    with gm.graph.inserting_before(site.node):
+        h = gm.graph.call_function(F.linear, (site.x, nodes["lowrank_a"], None))
+        y = gm.graph.call_function(F.linear, (h, nodes["lowrank_b"], bias))
+    for n in (h, y):
+        n.meta.update({k: v for k, v in site.node.meta.items() if k in ("stack_trace", "nn_module_stack")})
+    site.node.replace_all_uses_with(y)
+    gm.graph.erase_node(site.node)
