@@ -92,7 +92,7 @@ def variants(model: Layers):
     yield "Inductor, int8 as a tensor expression", torch.compile(expression), torch.float32, sum(
         q.numel() for q in expression.q
     )
-    for label, recipe in [("lite int8", "int8"), ("lite int4 g128", "int4")]:
+    for label, recipe in [("lite int8", "int8"), ("lite int4 g128", "int4"), ("lite W8A8 (dynamic)", "w8a8")]:
         torch._dynamo.reset()
         compiled = torch.compile(model, backend="lite", options={"recipe": recipe})
         yield label, compiled, torch.float32, weight_bytes(torchlite.compress(model, recipe))

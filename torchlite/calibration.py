@@ -78,18 +78,21 @@ class InputStats:
     in_features: int
     gram: torch.Tensor = field(init=False)  # sum of x^T x, float64 [in, in]
     abs_sum: torch.Tensor = field(init=False)  # sum of |x| per input feature, float64 [in]
+    abs_max: torch.Tensor = field(init=False)  # max of |x| per input feature, float32 [in]
     count: int = 0  # rows (tokens) seen
 
     def __post_init__(self) -> None:
         self.gram = torch.zeros(self.in_features, self.in_features, dtype=torch.float64)
         self.abs_sum = torch.zeros(self.in_features, dtype=torch.float64)
+        self.abs_max = torch.zeros(self.in_features)
 
     def update(self, x: torch.Tensor) -> None:
         if x.shape[-1] != self.in_features:
             raise TorchliteError(f"a linear input has {x.shape[-1]} features, expected {self.in_features}")
-        rows = x.detach().reshape(-1, self.in_features).double()
-        self.gram += rows.T @ rows
-        self.abs_sum += rows.abs().sum(0)
+        rows = x.detach().reshape(-1, self.in_features).float()
+        self.gram += (rows.T @ rows).double()  # one batch in float32 (fast GEMM), the running sum in float64
+        self.abs_sum += rows.abs().sum(0, dtype=torch.float64)
+        self.abs_max = torch.maximum(self.abs_max, rows.abs().amax(0))
         self.count += rows.shape[0]
 
     @property
@@ -100,6 +103,16 @@ class InputStats:
     @property
     def mean_abs(self) -> torch.Tensor:
         return self.abs_sum / max(self.count, 1)
+
+
+def output_error(weight: torch.Tensor, approx: torch.Tensor, stats: InputStats) -> float:
+    """Relative output error on the calibration inputs: ||(W - W') X^T||_F / ||W X^T||_F."""
+    w = weight.detach().double()
+    d = w - approx.detach().double()
+    c = stats.gram
+    num = torch.einsum("oi,ij,oj->", d, c, d).clamp_min(0)
+    den = torch.einsum("oi,ij,oj->", w, c, w).clamp_min(1e-300)
+    return float((num / den).sqrt())
 
 
 class _Observer(fx.Interpreter):
@@ -143,16 +156,37 @@ def observe_graph(gm: fx.GraphModule, inputs: dict[str, tuple[fx.Node, int]], ca
 
 
 def observe_modules(model: torch.nn.Module, names: list[str], calib, who: str) -> dict[str, InputStats]:
-    """Run `calib` through `model` and record the input statistics of the nn.Linear modules `names`."""
+    """Run `calib` through `model` and record the input statistics of the nn.Linear modules `names`.
+
+    Modules called on the very same input tensor in the first batch (such as the q/k/v projections
+    of an attention layer) share one InputStats, which is updated once per batch.
+    """
     batches = calibration_batches(calib, who)
-    stats, hooks = {}, []
-    for name in names:
-        mod = model.get_submodule(name)
-        stats[name] = InputStats(mod.in_features)
-        hooks.append(mod.register_forward_pre_hook(lambda m, args, s=stats[name]: s.update(args[0])))
+    stats = {name: InputStats(model.get_submodule(name).in_features) for name in names}
+    seen: dict[int, tuple[torch.Tensor, InputStats]] = {}  # inputs of this batch, kept alive so ids stay unique
+    first = [True]
+
+    def hook(name: str, x: torch.Tensor) -> None:
+        hit = seen.get(id(x))
+        if hit is not None and first[0]:
+            stats[name] = hit[1]
+        if hit is not None and stats[name] is hit[1]:
+            return
+        stats[name].update(x)
+        seen[id(x)] = (x, stats[name])
+
+    def run(args, kwargs):
+        seen.clear()
+        model(*args, **kwargs)
+        first[0] = False
+
+    hooks = [
+        model.get_submodule(name).register_forward_pre_hook(lambda m, args, n=name: hook(n, args[0])) for name in names
+    ]
     try:
-        _run_all(lambda args, kwargs: model(*args, **kwargs), batches, who)
+        _run_all(run, batches, who)
     finally:
         for h in hooks:
             h.remove()
+        seen.clear()
     return stats

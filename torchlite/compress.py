@@ -10,8 +10,8 @@ from .errors import TorchliteError
 from .log import logger
 from .modules import LowRankLinear, QuantizedLinear
 from .passes.factor import FactorReport, factor_layers
-from .passes.quantize import QuantizeReport, excluded, quantize_layers
-from .recipe import Factor, Recipe, parse_recipe
+from .passes.quantize import QuantizeReport, quantize_layers, selected, static_activation_scale
+from .recipe import Factor, Quantize, Recipe, check_calibration, matches, parse_recipe
 
 
 def compress(
@@ -31,16 +31,14 @@ def compress(
         raise TorchliteError(f"compress takes an nn.Module, not {type(model).__name__}")
     if calib is not None:
         calib = calibration_batches(calib, "compress")
-    if recipe.factor is not None and recipe.factor.needs_calibration and calib is None:
-        raise TorchliteError(
-            f"Factor(method={recipe.factor.method!r}) needs calibration data: pass compress(..., calib=<batches>)"
-        )
+    for cfg in (recipe.factor, recipe.quantize):
+        check_calibration(cfg, calib)
     target = model if inplace else copy.deepcopy(model)
     reports = []
     if recipe.factor is not None:
         reports.append(_factor(target, recipe.factor, calib))
     if recipe.quantize is not None:
-        reports.append(_quantize(target, recipe.quantize))
+        reports.append(_quantize(target, recipe.quantize, calib))
     target.torchlite_report = reports
     return target
 
@@ -64,7 +62,7 @@ def _factor(model: torch.nn.Module, cfg: Factor, calib) -> FactorReport:
     ]
     stats = None
     if calib is not None:
-        names = [n for n, _, _, why in layers if why is None and not excluded(n, cfg.exclude)]
+        names = [n for n, _, _, why in layers if why is None and not matches(n, cfg.exclude)]
         stats = observe_modules(model, names, calib, "factor")
     report = FactorReport(cfg)
     for (name, mod), pair in zip(linears, factor_layers(layers, cfg, stats, report)):
@@ -81,12 +79,19 @@ def _tied_to_non_linear(model: torch.nn.Module, linears) -> set[int]:
     }
 
 
-def _quantize(model: torch.nn.Module, cfg) -> QuantizeReport:
+def _quantize(model: torch.nn.Module, cfg: Quantize, calib) -> QuantizeReport:
     linears = _linears(model)
+    layers = [(n, m.weight, None) for n, m in linears]
+    stats = None
+    if cfg.needs_calibration:
+        names = [n for (n, _, _), why in zip(layers, selected(layers, cfg)) if why is None]
+        stats = observe_modules(model, names, calib, "quantize")
     report = QuantizeReport(cfg)
-    quantized = quantize_layers([(n, m.weight, None) for n, m in linears], cfg, report)
+    quantized = quantize_layers(layers, cfg, report, stats)
     for (name, mod), qw in zip(linears, quantized):
         if qw is not None:
-            _replace(model, name, QuantizedLinear(qw, mod.bias))
+            layer_cfg = cfg.for_layer(name)
+            x_scale = static_activation_scale(stats[name], qw) if layer_cfg.activations == "static" else None
+            _replace(model, name, QuantizedLinear(qw, mod.bias, layer_cfg.activations, x_scale))
     logger.info("compress:\n%s", report)
     return report

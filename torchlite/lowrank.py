@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .calibration import InputStats
+from .calibration import InputStats, output_error
 from .errors import TorchliteError
 
 ASVD_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)  # alpha = 0 is plain SVD: ASVD is never worse than it
@@ -43,7 +43,7 @@ class Decomposition:
 
     def rank_for_energy(self, energy: float) -> int:
         cum = self.sigma.square().cumsum(0) / self.sigma.square().sum().clamp_min(1e-300)
-        return int(torch.searchsorted(cum, torch.tensor(energy, dtype=cum.dtype)).item()) + 1
+        return min(int(torch.searchsorted(cum, torch.tensor(energy, dtype=cum.dtype)).item()) + 1, self.max_rank)
 
     def factors(self, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(A [rank, in], B [out, rank]) in the weight's dtype."""
@@ -88,16 +88,6 @@ def decompose(weight: torch.Tensor, method: str, stats: InputStats | None = None
         root, inv_root = sqrt_and_inverse(stats.covariance)
         return _svd(w @ root, inv_root, weight.dtype)
     raise TorchliteError(f"unknown factorization method {method!r}")
-
-
-def output_error(weight: torch.Tensor, approx: torch.Tensor, stats: InputStats) -> float:
-    """Relative output error on the calibration inputs: ||(W - W') X^T||_F / ||W X^T||_F."""
-    w = weight.detach().double()
-    d = w - approx.detach().double()
-    c = stats.gram
-    num = torch.einsum("oi,ij,oj->", d, c, d).clamp_min(0)
-    den = torch.einsum("oi,ij,oj->", w, c, w).clamp_min(1e-300)
-    return float((num / den).sqrt())
 
 
 def weight_error(weight: torch.Tensor, approx: torch.Tensor) -> float:

@@ -13,23 +13,34 @@ class QuantizedLinear(torch.nn.Module):
     when the module is compiled (with backend "lite" or plain "inductor").
     """
 
-    def __init__(self, qw: QuantizedWeight, bias: torch.Tensor | None):
+    def __init__(
+        self, qw: QuantizedWeight, bias: torch.Tensor | None, activations: str | None = None,
+        x_scale: torch.Tensor | None = None,
+    ):
         super().__init__()
+        self.activations = activations
         self.in_features, self.out_features = qw.in_features, qw.out_features
         self.bits, self.group_size = qw.bits, qw.group_size
         self.register_buffer("qdata", qw.qdata)
         self.register_buffer("scale", qw.scale)
         self.register_buffer("zero", qw.zero)
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
+        self.register_buffer("input_scale", qw.input_scale)
+        self.register_buffer("x_scale", x_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_scale is not None:
+            x = x * self.input_scale.to(x.dtype)
+        if self.activations:
+            return torch.ops.torchlite.qlinear_a8(x, self.qdata, self.scale, self.bias, self.in_features, self.x_scale)
         return torch.ops.torchlite.qlinear(
             x, self.qdata, self.scale, self.zero, self.bias, self.bits, self.group_size, self.in_features
         )
 
     def extra_repr(self) -> str:
         group = f", group_size={self.group_size}" if self.group_size else ""
-        return f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}{group}"
+        acts = f", activations={self.activations}" if self.activations else ""
+        return f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}{group}{acts}"
 
 
 class LowRankLinear(torch.nn.Module):

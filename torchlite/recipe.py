@@ -7,6 +7,7 @@ Python API all parse into these dataclasses, and every invalid key or value rais
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
@@ -14,6 +15,8 @@ from .errors import TorchliteError
 
 GRANULARITIES = ("tensor", "channel", "group")
 FACTOR_METHODS = ("svd", "asvd", "whiten")
+QUANTIZE_METHODS = ("rtn", "gptq", "awq", "smoothquant")
+ACTIVATIONS = (None, "dynamic", "static")
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,17 @@ class Quantize:
     granularity: "tensor", "channel" or "group"; defaults to "group" when group_size is set,
         otherwise "channel".
     exclude: fully-qualified names (or name suffixes) of layers to leave in floating point.
+    method: "rtn" (round to nearest), "gptq" (Hessian-based error compensation), "awq"
+        (activation-aware per-input scaling) or "smoothquant" (W8A8 only: migrates activation
+        outliers into the weights); all but "rtn" need calibration data.
+    damp: GPTQ's damping, as a fraction of the mean Hessian diagonal added to it.
+    act_order: GPTQ quantizes columns in order of decreasing activation energy.
+    activations: None (weight-only), "dynamic" (W8A8: int8 activations with a per-token scale
+        computed on the fly, int8 x int8 -> int32 dot products) or "static" (W8A8 with one
+        activation scale per layer from calibration data). W8A8 needs bits=8, symmetric, per channel.
+    overrides: {layer name or glob pattern: Quantize | dict | None} for mixed precision: the first
+        matching pattern gives a layer its own config (None keeps it in floating point), e.g.
+        {"lm_head": Quantize(bits=8)}. Patterns match like `exclude`.
     """
 
     bits: int = 8
@@ -36,6 +50,11 @@ class Quantize:
     symmetric: bool = True
     granularity: str | None = None
     exclude: tuple[str, ...] = ()
+    method: str = "rtn"
+    damp: float = 0.01
+    act_order: bool = False
+    activations: str | None = None
+    overrides: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.bits, bool) or not isinstance(self.bits, int) or not 2 <= self.bits <= 8:
@@ -57,13 +76,76 @@ class Quantize:
             raise TorchliteError(f"Quantize.group_size is only valid with granularity='group', not {gran!r}")
         if not isinstance(self.symmetric, bool):
             raise TorchliteError(f"Quantize.symmetric must be True or False, not {self.symmetric!r}")
+        if self.method not in QUANTIZE_METHODS:
+            raise TorchliteError(f"Quantize.method={self.method!r} is unknown; allowed: {', '.join(QUANTIZE_METHODS)}")
+        if isinstance(self.damp, bool) or not isinstance(self.damp, (int, float)) or not 0 < self.damp <= 1:
+            raise TorchliteError(f"Quantize.damp={self.damp!r} must be in (0, 1], e.g. 0.01")
+        if not isinstance(self.act_order, bool):
+            raise TorchliteError(f"Quantize.act_order must be True or False, not {self.act_order!r}")
+        if self.activations not in ACTIVATIONS:
+            raise TorchliteError(f"Quantize.activations={self.activations!r} is unknown; allowed: None, 'dynamic', 'static'")
+        if self.activations and (self.bits != 8 or not self.symmetric or gran != "channel"):
+            raise TorchliteError(
+                f"Quantize.activations={self.activations!r} (W8A8) needs bits=8, symmetric=True and per-channel "
+                f"weights; got bits={self.bits}, symmetric={self.symmetric}, granularity={gran!r}"
+            )
+        if self.method == "smoothquant" and not self.activations:
+            raise TorchliteError("Quantize.method='smoothquant' is for W8A8: set activations='dynamic' or 'static'")
+        if self.act_order and self.method != "gptq":
+            raise TorchliteError("Quantize.act_order only applies to method='gptq'")
         object.__setattr__(self, "granularity", gran)
         object.__setattr__(self, "exclude", _names(self.exclude))
+        object.__setattr__(self, "overrides", _overrides(self.overrides))
+
+    def for_layer(self, name: str) -> "Quantize | None":
+        """The config of layer `name`: its first matching override, else this config."""
+        for pattern, cfg in self.overrides.items():
+            if matches(name, (pattern,)):
+                return cfg
+        return self
+
+    @property
+    def needs_calibration(self) -> bool:
+        own = self.method != "rtn" or self.activations == "static"
+        return own or any(c is not None and c.needs_calibration for c in self.overrides.values())
 
     @property
     def packed(self) -> bool:
         """Two values per byte (bits <= 4)."""
         return self.bits <= 4
+
+
+def check_calibration(cfg, calib) -> None:
+    """Raise when a pass config needs calibration data and none was given."""
+    if calib is not None or cfg is None or not cfg.needs_calibration:
+        return
+    needs = [f"{k}={getattr(cfg, k)!r}" for k in ("method", "activations") if getattr(cfg, k, None) not in (None, "rtn", "svd")]
+    raise TorchliteError(
+        f"{type(cfg).__name__}({', '.join(needs) or 'overrides=...'}) needs calibration data: "
+        "pass calib=<iterable of input batches, e.g. token ids>"
+    )
+
+
+def matches(name: str, patterns: tuple[str, ...]) -> bool:
+    """Whether a layer name matches one of `patterns`: the name, a dotted suffix of it, or a glob."""
+    return any(name == p or name.endswith("." + p) or fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def _overrides(value) -> dict[str, "Quantize | None"]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise TorchliteError(f"Quantize.overrides must be a dict {{layer pattern: Quantize | dict | None}}, not {type(value).__name__}")
+    out = {}
+    for pattern, cfg in value.items():
+        if isinstance(cfg, Mapping):
+            cfg = _parse_pass("quantize", cfg)
+        if cfg is not None and not isinstance(cfg, Quantize):
+            raise TorchliteError(f"Quantize.overrides[{pattern!r}] must be a Quantize, a dict or None, not {type(cfg).__name__}")
+        if cfg is not None and cfg.overrides:
+            raise TorchliteError(f"Quantize.overrides[{pattern!r}] has overrides of its own; nest them in the outer config")
+        out[str(pattern)] = cfg
+    return out
 
 
 def _names(value) -> tuple[str, ...]:
@@ -144,6 +226,10 @@ PRESETS: dict[str, Recipe] = {
     "none": Recipe(),
     "int8": Recipe(quantize=Quantize(bits=8)),
     "int4": Recipe(quantize=Quantize(bits=4, group_size=128)),
+    "int4-gptq": Recipe(quantize=Quantize(bits=4, group_size=128, method="gptq")),
+    "int4-awq": Recipe(quantize=Quantize(bits=4, group_size=128, method="awq")),
+    "w8a8": Recipe(quantize=Quantize(bits=8, activations="dynamic")),
+    "w8a8-smoothquant": Recipe(quantize=Quantize(bits=8, activations="dynamic", method="smoothquant")),
 }
 
 _PASS_CONFIGS: dict[str, type] = {"factor": Factor, "quantize": Quantize}

@@ -4,9 +4,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import torchlite
-from torchlite.calibration import InputStats
+from torchlite.calibration import InputStats, output_error
 from torchlite.graph.cost import graph_cost, total
-from torchlite.lowrank import best_asvd, decompose, output_error, weight_error
+from torchlite.lowrank import best_asvd, decompose, weight_error
 from torchlite.recipe import Factor
 
 

@@ -199,3 +199,55 @@ def _qlinear_lowering(x, qdata, scale, zero, bias, bits, group_size, in_features
 
     out = ir.Pointwise.create(device=x.get_device(), dtype=out_dtype, inner_fn=epilogue, ranges=[m_rows, n_out])
     return lowerings[aten.reshape](out, [*batch, n_out])
+
+
+@register_lowering(torch.ops.torchlite.qlinear_a8.default, type_promotion_kind=None)
+def _qlinear_a8_lowering(x, qdata, scale, bias, in_features, x_scale):
+    """One fused kernel quantizes the activations (per-token amax, scale, round, clamp, int8 store),
+    `aten._int_mm` multiplies int8 x int8 -> int32 (oneDNN: VNNI on this CPU), one epilogue applies
+    both scales and the bias."""
+    *batch, k = x.get_size()
+    n_out, kp = qdata.get_size()
+    m_rows = ir.sympy_product(batch) if batch else 1
+    x2 = lowerings[aten.reshape](x, [m_rows, k])
+    x2.realize()
+    xl, f32, device = x2.make_loader(), torch.float32, x.get_device()
+    if x_scale is None:
+        amax = ir.Reduction.create(
+            device=device, dst_dtype=f32, src_dtype=f32, reduction_type="max", ranges=[m_rows],
+            inner_fn=lambda idx, ridx: ops.abs(ops.to_dtype(xl([idx[0], ridx[0]]), f32)), reduction_ranges=[k],
+        )
+        amax.realize()
+        amax_l = amax.make_loader()
+
+        def sx(m):
+            return ops.maximum(ops.truediv(amax_l([m]), ops.constant(127.0, f32)), ops.constant(1e-12, f32))
+    else:
+        static = x_scale.make_loader()
+
+        def sx(m):
+            return static([0, 0])
+
+    def quantized(index):
+        m, kk = index
+        v = ops.round(ops.truediv(ops.to_dtype(xl([m, kk]), f32), sx(m)))
+        v = ops.minimum(ops.maximum(v, ops.constant(-127.0, f32)), ops.constant(127.0, f32))
+        return ops.to_dtype(v, torch.int8)
+
+    codes = ir.Pointwise.create(device=device, dtype=torch.int8, inner_fn=quantized, ranges=[m_rows, k])
+    if kp != k:
+        codes = lowerings[aten.constant_pad_nd](codes, [0, kp - k], 0)
+    codes.realize()
+    acc = lowerings[aten._int_mm](codes, lowerings[aten.permute](qdata, [1, 0])).make_loader()
+    w_scale = scale.make_loader()
+    bias_l = bias.make_loader() if bias is not None else None
+
+    def epilogue(index):
+        m, n = index
+        v = ops.mul(ops.mul(ops.to_dtype(acc([m, n]), f32), sx(m)), w_scale([n, 0]))
+        if bias_l is not None:
+            v = ops.add(v, ops.to_dtype(bias_l([n]), f32))
+        return ops.to_dtype(v, x.get_dtype())
+
+    out = ir.Pointwise.create(device=device, dtype=x.get_dtype(), inner_fn=epilogue, ranges=[m_rows, n_out])
+    return lowerings[aten.reshape](out, [*batch, n_out])

@@ -129,3 +129,42 @@ def _qlinear_backward(ctx, grad):
 
 
 qlinear.register_autograd(_qlinear_backward, setup_context=_qlinear_setup_context)
+
+
+def quantize_activation(x2: torch.Tensor, x_scale: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(int8 codes, scale [M, 1]) of activations x2 [M, K]: per token, Δ = max|x| / 127 (dynamic),
+    or the calibrated static scale."""
+    if x_scale is None:
+        x_scale = (x2.abs().amax(-1, keepdim=True) / 127).clamp_min(1e-12)
+    codes = torch.clamp(torch.round(x2 / x_scale), -127, 127).to(torch.int8)
+    return codes, x_scale.expand(x2.shape[0], 1)
+
+
+@torch.library.custom_op("torchlite::qlinear_a8", mutates_args=())
+def qlinear_a8(
+    x: torch.Tensor,
+    qdata: torch.Tensor,
+    scale: torch.Tensor,
+    bias: torch.Tensor | None,
+    in_features: int,
+    x_scale: torch.Tensor | None,
+) -> torch.Tensor:
+    """W8A8: x quantized to int8 (per token on the fly, or with a static scale [1, 1]), int8 x int8
+    dot products accumulated exactly in integers, then scaled: y = (xq · qᵀ) Δx Δw + b."""
+    _check_x(x, in_features)
+    check_qweight(qdata, scale, None, 8, 0, in_features)
+    x2 = x.reshape(-1, in_features).float()
+    codes, sx = quantize_activation(x2, x_scale)
+    codes = F.pad(codes, (0, qdata.shape[1] - in_features))
+    acc = codes.double() @ qdata.double().t()  # exact: |sum| < 2^53
+    out = acc.float() * sx * scale.reshape(1, -1)
+    if bias is not None:
+        out = out + bias.float()
+    return out.reshape(*x.shape[:-1], qdata.shape[0]).to(x.dtype)
+
+
+@qlinear_a8.register_fake
+def _(x, qdata, scale, bias, in_features, x_scale):
+    _check_x(x, in_features)
+    check_qweight(qdata, scale, None, 8, 0, in_features)
+    return x.new_empty((*x.shape[:-1], qdata.shape[0]))

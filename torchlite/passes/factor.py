@@ -20,9 +20,9 @@ from ..graph.linear import TRANSPOSES
 from ..graph.cost import Cost, linear_cost, total
 from ..log import logger
 from ..quant.linear import check_finite
-from ..recipe import Factor
+from ..recipe import Factor, check_calibration, matches
 from ..report import table
-from .quantize import _constant_node, drop_unused_attributes, excluded
+from .quantize import _constant_node, drop_unused_attributes
 
 SHARED = "weight is also used outside linear layers (e.g. a tied embedding): factoring it would add parameters"
 
@@ -97,12 +97,11 @@ def factor_layers(
 ) -> list[tuple[torch.Tensor, torch.Tensor] | None]:
     """Factor the weights of (name, weight, has_bias, reason-to-skip) layers. Shared by the pass and
     `torchlite.compress`. Validates everything before computing anything; returns (A, B) or None per layer."""
-    if cfg.needs_calibration and stats is None:
-        raise TorchliteError(f"Factor(method={cfg.method!r}) needs calibration data: pass calib=<batches of inputs>")
+    check_calibration(cfg, stats)
     candidates = []
     bias = {name: has_bias for name, _, has_bias, _ in layers}
     for name, weight, has_bias, reason in layers:
-        reason = reason or ("excluded by the recipe" if excluded(name, cfg.exclude) else None)
+        reason = reason or ("excluded by the recipe" if matches(name, cfg.exclude) else None)
         if reason is None:
             check_finite(weight, name)
             candidates.append((name, weight))
@@ -165,8 +164,7 @@ def run(gm: fx.GraphModule, cfg: Factor, calib=None):
     """Factor `gm`'s linear layers. Returns (new GraphModule, FactorReport)."""
     if not isinstance(cfg, Factor):
         raise TypeError(f"factor needs a torchlite.Factor config, got {type(cfg).__name__}")
-    if cfg.needs_calibration and calib is None:
-        raise TorchliteError(f"Factor(method={cfg.method!r}) needs calibration data: pass calib=<batches of inputs>")
+    check_calibration(cfg, calib)
     if calib is not None:
         calib = calibration_batches(calib, "factor")
     new = clone(gm)

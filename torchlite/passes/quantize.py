@@ -9,7 +9,6 @@ Three steps; `fold=False` / `fuse=False` stop after the first / second and retur
 """
 from __future__ import annotations
 
-import fnmatch
 import operator
 from dataclasses import dataclass, field
 
@@ -18,26 +17,32 @@ import torch.fx as fx
 import torch.nn.functional as F
 
 from .. import ops as _ops  # noqa: F401  (registers torch.ops.torchlite)
+from ..calibration import InputStats, calibration_batches, observe_graph, output_error
+from ..errors import TorchliteError
 from ..graph import attr_name, clone, find_linears, get_attr_value, set_attr
 from ..graph.linear import TRANSPOSES, LinearSite
 from ..log import logger
+from ..quant.calibrated import awq, gptq, smoothquant
 from ..quant.linear import QuantizedWeight, check_finite, quantize_weight
-from ..recipe import Quantize
+from ..recipe import Quantize, check_calibration, matches
 from ..report import mb, table
 
 QUANTIZE = torch.ops.torchlite.quantize.default
 DEQUANTIZE = torch.ops.torchlite.dequantize.default
 QLINEAR = torch.ops.torchlite.qlinear.default
+QLINEAR_A8 = torch.ops.torchlite.qlinear_a8.default
 
 
 @dataclass
 class LayerReport:
     name: str
     shape: tuple[int, int]
+    bits: int
     bytes_before: int
     bytes_after: int
     max_abs_error: float
     rel_error: float  # ||W - Ŵ||_F / ||W||_F
+    output_error: float | None = None  # ||(W - Ŵ) Xᵀ||_F / ||W Xᵀ||_F on the calibration data
 
 
 @dataclass
@@ -59,35 +64,54 @@ class QuantizeReport:
         head = (
             f"quantize: {c.bits}-bit {'symmetric' if c.symmetric else 'asymmetric'} per {c.granularity}"
             + (f" (group {c.group_size})" if c.group_size else "")
-            + f", {len(self.layers)} layer(s) quantized, {len(self.skipped)} skipped"
+            + f", {c.method}, {len(self.layers)} layer(s) quantized, {len(self.skipped)} skipped"
         )
         rows = [
-            [r.name, f"{r.shape[0]}x{r.shape[1]}", mb(r.bytes_before), mb(r.bytes_after), r.max_abs_error, r.rel_error]
+            [r.name, f"{r.shape[0]}x{r.shape[1]}", r.bits, mb(r.bytes_before), mb(r.bytes_after), r.max_abs_error, r.rel_error,
+             "-" if r.output_error is None else r.output_error]
             for r in self.layers
         ]
         if self.layers:
             ratio = self.bytes_before / max(self.bytes_after, 1)
-            rows.append(["total", "", mb(self.bytes_before), mb(self.bytes_after), f"{ratio:.2f}x smaller", ""])
-        out = [head, table(["layer", "shape", "MB before", "MB after", "max |err|", "rel err"], rows)]
+            rows.append(["total", "", "", mb(self.bytes_before), mb(self.bytes_after), f"{ratio:.2f}x smaller", "", ""])
+        out = [head, table(["layer", "shape", "bits", "MB before", "MB after", "max |err|", "rel err", "output err"], rows)]
         out += [f"skipped {name}: {why}" for name, why in self.skipped]
         return "\n".join(out)
 
 
-def excluded(name: str, patterns: tuple[str, ...]) -> bool:
-    return any(name == p or name.endswith("." + p) or fnmatch.fnmatchcase(name, p) for p in patterns)
-
-
-def layer_report(name: str, weight: torch.Tensor, qw: QuantizedWeight) -> LayerReport:
+def layer_report(name: str, weight: torch.Tensor, qw: QuantizedWeight, stats: InputStats | None = None) -> LayerReport:
     w = weight.detach().float()
-    err = qw.dequantize() - w
+    approx = qw.effective_weight()
+    err = approx - w
     return LayerReport(
         name=name,
         shape=tuple(w.shape),
+        bits=qw.bits,
         bytes_before=weight.numel() * weight.element_size(),
         bytes_after=qw.nbytes,
         max_abs_error=err.abs().max().item(),
         rel_error=(err.norm() / w.norm().clamp_min(1e-30)).item(),
+        output_error=None if stats is None else output_error(w, approx, stats),
     )
+
+
+def static_activation_scale(stats: InputStats, qw: QuantizedWeight) -> torch.Tensor:
+    """W8A8 static: one activation scale [1, 1] per layer, max |x| over the calibration data / 127
+    (of x * input_scale when the layer scales its input)."""
+    amax = stats.abs_max if qw.input_scale is None else stats.abs_max * qw.input_scale
+    return (amax.max() / 127).clamp_min(1e-12).reshape(1, 1).float()
+
+
+def quantize_one(weight: torch.Tensor, cfg: Quantize, stats: InputStats | None) -> QuantizedWeight:
+    """One weight by the config's method (round to nearest, GPTQ or AWQ)."""
+    args = (cfg.bits, cfg.group_size, cfg.symmetric, cfg.granularity)
+    if cfg.method == "gptq":
+        return gptq(weight, stats, *args, damp=cfg.damp, act_order=cfg.act_order)
+    if cfg.method == "awq":
+        return awq(weight, stats, *args)
+    if cfg.method == "smoothquant":
+        return smoothquant(weight, stats)
+    return quantize_weight(weight, *args)
 
 
 def _constant_node(gm: fx.GraphModule, site: LinearSite, part: str, tensor: torch.Tensor | None):
@@ -102,16 +126,31 @@ def _constant_node(gm: fx.GraphModule, site: LinearSite, part: str, tensor: torc
         return gm.graph.get_attr(name)
 
 
+def selected(layers: list[tuple[str, torch.Tensor, str | None]], cfg: Quantize) -> list[str | None]:
+    """Per (name, weight, reason) layer, why it is left as it is, or None when it gets quantized."""
+    def why(name: str, reason: str | None) -> str | None:
+        if reason:
+            return reason
+        if matches(name, cfg.exclude):
+            return "excluded by the recipe"
+        return "kept in floating point by Quantize.overrides" if cfg.for_layer(name) is None else None
+
+    return [why(name, reason) for name, _, reason in layers]
+
+
 def quantize_layers(
-    layers: list[tuple[str, torch.Tensor, str | None]], cfg: Quantize, report: QuantizeReport
+    layers: list[tuple[str, torch.Tensor, str | None]], cfg: Quantize, report: QuantizeReport,
+    stats: dict[str, InputStats] | None = None,
 ) -> list[QuantizedWeight | None]:
     """Quantize the weights of (name, weight, reason-to-skip) layers that `cfg` does not exclude.
 
     Shared by the pass and `torchlite.compress`. Every chosen weight is checked for NaN/Inf before
-    any is quantized; a weight shared by several layers (tied) is quantized and reported once.
+    any is quantized; a weight shared by several layers (tied) is quantized and reported once (with
+    the statistics of its first layer). `stats` (by layer name) are needed by GPTQ and AWQ.
     Returns, per layer, its QuantizedWeight (the same object for tied layers) or None if skipped.
     """
-    reasons = [reason or ("excluded by the recipe" if excluded(name, cfg.exclude) else None) for name, _, reason in layers]
+    check_calibration(cfg, stats)
+    reasons = selected(layers, cfg)
     for (name, weight, _), reason in zip(layers, reasons):
         if reason is None:
             check_finite(weight, name)
@@ -122,39 +161,58 @@ def quantize_layers(
     out = []
     for (name, weight, _), reason in zip(layers, reasons):
         if reason is None and id(weight) not in done:
-            done[id(weight)] = quantize_weight(weight, cfg.bits, cfg.group_size, cfg.symmetric, cfg.granularity)
-            report.layers.append(layer_report(name, weight, done[id(weight)]))
+            layer_stats = stats.get(name) if stats else None
+            done[id(weight)] = quantize_one(weight, cfg.for_layer(name), layer_stats)
+            report.layers.append(layer_report(name, weight, done[id(weight)], layer_stats))
         out.append(None if reason else done[id(weight)])
     return out
 
 
-def insert_quantize_dequantize(gm: fx.GraphModule, cfg: Quantize, report: QuantizeReport) -> dict:
+def insert_quantize_dequantize(gm: fx.GraphModule, cfg: Quantize, report: QuantizeReport, calib=None) -> dict:
     """Step 1, in place on a fresh clone. Returns {quantize node: its already computed result}."""
     sites = find_linears(gm)
-    quantized = quantize_layers([(s.name, s.weight_tensor, s.reason) for s in sites], cfg, report)
-    gs = cfg.group_size or 0
+    layers = [(s.name, s.weight_tensor, s.reason) for s in sites]
+    stats = None
+    if calib is not None:
+        watch = {s.name: (s.x, s.weight_tensor.shape[1]) for s, why in zip(sites, selected(layers, cfg)) if why is None}
+        stats = observe_graph(gm, watch, calib, "quantize")
+    quantized = quantize_layers(layers, cfg, report, stats)
+    a8 = {}  # linear node -> W8A8 static activation scale attribute ("" for dynamic)
     qnodes: dict[int, fx.Node] = {}  # one quantize node per distinct QuantizedWeight
     computed = {}
     for site, qw in zip(sites, quantized):
         if qw is None:
             continue
         w = site.weight_tensor
+        layer_cfg = cfg.for_layer(site.name)
         if id(qw) not in qnodes:
             weight = _constant_node(gm, site, "weight", w)
+            args = (weight, layer_cfg.bits, layer_cfg.group_size or 0, layer_cfg.symmetric, layer_cfg.granularity)
             with gm.graph.inserting_after(weight):
-                qnode = gm.graph.call_function(QUANTIZE, (weight, cfg.bits, gs, cfg.symmetric, cfg.granularity))
+                qnode = gm.graph.call_function(QUANTIZE, args)
             qnode.meta["torchlite_name"] = site.name
             computed[qnode] = qw
             qnodes[id(qw)] = qnode
         qnode = qnodes[id(qw)]
         module = gm.get_submodule(str(site.node.target)) if site.node.op == "call_module" else None
         bias = _constant_node(gm, site, "bias", module.bias if module is not None else None)
+        x = site.x
         with gm.graph.inserting_before(site.node):
+            if qw.input_scale is not None:
+                attr = attr_name(gm, f"{site.name}.input_scale")
+                set_attr(gm, attr, qw.input_scale.to(w.dtype))
+                x = gm.graph.call_function(torch.mul, (x, gm.graph.get_attr(attr)))
             q, s = (gm.graph.call_function(operator.getitem, (qnode, i)) for i in range(2))
-            z = None if cfg.symmetric else gm.graph.call_function(operator.getitem, (qnode, 2))
+            z = None if layer_cfg.symmetric else gm.graph.call_function(operator.getitem, (qnode, 2))
             deq = gm.graph.call_function(DEQUANTIZE, (q, s, z, qw.bits, qw.group_size, qw.in_features, w.dtype))
-            lin = gm.graph.call_function(F.linear, (site.x, deq, bias))
+            lin = gm.graph.call_function(F.linear, (x, deq, bias))
         lin.meta.update({k: v for k, v in site.node.meta.items() if k in ("stack_trace", "nn_module_stack")})
+        if layer_cfg.activations == "static":
+            attr = attr_name(gm, f"{site.name}.x_scale")
+            set_attr(gm, attr, static_activation_scale(stats[site.name], qw))
+            lin.meta["torchlite_a8"] = attr
+        elif layer_cfg.activations == "dynamic":
+            lin.meta["torchlite_a8"] = ""
         site.node.replace_all_uses_with(lin)
         gm.graph.erase_node(site.node)
     return computed
@@ -188,8 +246,13 @@ def fuse_qlinear(gm: fx.GraphModule) -> int:
             continue
         q, s, z, bits, gs, k, _dtype = w.args
         with gm.graph.inserting_before(node):
-            fused = gm.graph.call_function(QLINEAR, (x, q, s, z, b, bits, gs, k))
-        fused.meta.update(node.meta)
+            if "torchlite_a8" in node.meta:
+                attr = node.meta["torchlite_a8"]
+                x_scale = gm.graph.get_attr(attr) if attr else None
+                fused = gm.graph.call_function(QLINEAR_A8, (x, q, s, b, k, x_scale))
+            else:
+                fused = gm.graph.call_function(QLINEAR, (x, q, s, z, b, bits, gs, k))
+        fused.meta.update({k: v for k, v in node.meta.items() if k != "torchlite_a8"})
         node.replace_all_uses_with(fused)
         gm.graph.erase_node(node)
         count += 1
@@ -224,11 +287,17 @@ def run(gm: fx.GraphModule, cfg: Quantize, calib=None, *, fold: bool = True, fus
     """Quantize the weights of `gm`'s linear layers. Returns (new GraphModule, QuantizeReport)."""
     if not isinstance(cfg, Quantize):
         raise TypeError(f"quantize needs a torchlite.Quantize config, got {type(cfg).__name__}")
+    check_calibration(cfg, calib)
+    if cfg.needs_calibration and not fold:
+        raise TorchliteError(
+            f"Quantize(method={cfg.method!r}) computes its integers when the pass runs; fold=False (a run-time "
+            "quantize op) exists only for method='rtn'"
+        )
     if calib is not None:
-        logger.debug("quantize: round-to-nearest quantization uses no calibration data; ignoring calib")
+        calib = calibration_batches(calib, "quantize")
     report = QuantizeReport(cfg)
     new = clone(gm)
-    computed = insert_quantize_dequantize(new, cfg, report)
+    computed = insert_quantize_dequantize(new, cfg, report, calib)
     if fold:
         fold_quantize(new, computed)
     if fold and fuse:

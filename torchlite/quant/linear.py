@@ -31,17 +31,25 @@ class QuantizedWeight:
     bits: int
     group_size: int  # 0 when not grouped
     in_features: int
+    input_scale: torch.Tensor | None = None  # AWQ: the layer computes (x * input_scale) Ŵᵀ
 
     @property
     def out_features(self) -> int:
         return self.qdata.shape[0]
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The stored matrix Ŵ (of W / input_scale when there is an input scale)."""
         return dequantize_weight(self.qdata, self.scale, self.zero, self.bits, self.group_size, self.in_features, dtype)
+
+    def effective_weight(self) -> torch.Tensor:
+        """What the layer multiplies x by: Ŵ · diag(input_scale), float32 [N, K]."""
+        w = self.dequantize()
+        return w if self.input_scale is None else w * self.input_scale
 
     @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.qdata, self.scale, self.zero) if t is not None)
+        parts = (self.qdata, self.scale, self.zero, self.input_scale)
+        return sum(t.numel() * t.element_size() for t in parts if t is not None)
 
 
 def block_size(bits: int, group_size: int) -> int:
@@ -90,40 +98,68 @@ def quantize_weight(
     if weight.dim() != 2:
         raise TorchliteError(f"quantize_weight expects a 2-D weight [out, in], got shape {tuple(weight.shape)}")
     gs = group_size if granularity == "group" else 0
-    n, k = weight.shape
-    kp = padded_in_features(k, bits, gs)
+    w = padded(weight, bits, gs)
+    scale, zero = scales_for(w, bits, symmetric, granularity, gs)
+    return encode(round_to_grid(w, scale, zero, bits, symmetric), scale, zero, bits, gs, weight.shape[1])
+
+
+def padded(weight: torch.Tensor, bits: int, group_size: int) -> torch.Tensor:
+    """W as float32 [N, Kp], zero-padded to the storage block."""
+    k = weight.shape[1]
     w = weight.detach().float()
-    if kp != k:
-        w = torch.nn.functional.pad(w, (0, kp - k))
+    kp = padded_in_features(k, bits, group_size)
+    return torch.nn.functional.pad(w, (0, kp - k)) if kp != k else w
+
+
+def scales_for(w: torch.Tensor, bits: int, symmetric: bool, granularity: str, group_size: int):
+    """(scale, zero) of a padded W[N, Kp]: shapes [1, 1], [N, 1] or [N, Kp/group]; zero None if symmetric."""
+    n, kp = w.shape
     if granularity == "tensor":
         view = w.reshape(1, 1, -1)
     elif granularity == "channel":
         view = w.reshape(n, 1, kp)
     else:
-        view = w.reshape(n, kp // gs, gs)
+        view = w.reshape(n, kp // group_size, group_size)
     qmin, qmax = qrange(bits, symmetric)
     if symmetric:
-        scale = view.abs().amax(dim=-1, keepdim=True) / qmax
-        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-        q = torch.clamp(torch.round(view / scale), qmin, qmax)
-        zero = None
-    else:
-        lo = view.amin(dim=-1, keepdim=True).clamp(max=0)
-        hi = view.amax(dim=-1, keepdim=True).clamp(min=0)
-        scale = (hi - lo) / (qmax - qmin)
-        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-        zero = torch.clamp(torch.round(-lo / scale), qmin, qmax)
-        q = torch.clamp(torch.round(view / scale) + zero, qmin, qmax)
-    q = q.reshape(n, kp)
-    scale = scale.reshape(scale.shape[0], scale.shape[1]).contiguous()
+        scale = view.abs().amax(dim=-1) / qmax
+        return torch.where(scale > 0, scale, torch.ones_like(scale)).contiguous(), None
+    lo, hi = view.amin(dim=-1).clamp(max=0), view.amax(dim=-1).clamp(min=0)
+    scale = (hi - lo) / (qmax - qmin)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale)).contiguous()
+    return scale, torch.clamp(torch.round(-lo / scale), qmin, qmax).to(torch.uint8).contiguous()
+
+
+def expand(t: torch.Tensor, columns: int) -> torch.Tensor:
+    """A per-tensor/channel/group parameter [N or 1, G] broadcast to [N or 1, columns]."""
+    return t.float().repeat_interleave(columns // t.shape[1], dim=1)
+
+
+def round_to_grid(w, scale, zero, bits: int, symmetric: bool) -> torch.Tensor:
+    """Integer codes q of W (float32, same shape): round(w / Δ) (+ z), clamped to the range."""
+    qmin, qmax = qrange(bits, symmetric)
+    q = torch.round(w / expand(scale, w.shape[1]))
     if zero is not None:
-        zero = zero.reshape(scale.shape).to(torch.uint8).contiguous()
+        q = q + expand(zero, w.shape[1])
+    return torch.clamp(q, qmin, qmax)
+
+
+def from_grid(q, scale, zero) -> torch.Tensor:
+    """(q - z) * Δ for codes q [N, C] whose parameters cover exactly C columns."""
+    if zero is not None:
+        q = q - expand(zero, q.shape[1])
+    return q * expand(scale, q.shape[1])
+
+
+def encode(q: torch.Tensor, scale, zero, bits: int, group_size: int, in_features: int) -> QuantizedWeight:
+    """Store integer codes q [N, Kp] (as float or int) in the layout described above."""
+    symmetric = zero is None
     if bits <= 4:
         stored = q + 8 if symmetric else q
-        qdata = pack_nibbles(stored.to(torch.uint8), block_size(bits, gs))
+        qdata = pack_nibbles(stored.to(torch.uint8), block_size(bits, group_size))
     else:
         qdata = q.to(storage_dtype(bits, symmetric)).contiguous()
-    return QuantizedWeight(qdata, scale, zero, bits, gs, k)
+    return QuantizedWeight(qdata, scale, zero, bits, group_size, in_features)
 
 
 def pack_nibbles(values: torch.Tensor, block: int) -> torch.Tensor:
@@ -156,10 +192,4 @@ def dequantize_weight(
             q = q - 8
     else:
         q = qdata.to(torch.float32)
-    n, kp = q.shape
-    reps = kp // scale.shape[1]
-    s = scale.float().repeat_interleave(reps, dim=1)
-    if zero is not None:
-        q = q - zero.float().repeat_interleave(reps, dim=1)
-    w = q * s
-    return w[:, :in_features].to(dtype).contiguous()
+    return from_grid(q, scale, zero)[:, :in_features].to(dtype).contiguous()

@@ -1,0 +1,71 @@
+"""Hypothesis properties of calibration-based quantization (GPTQ, AWQ) against round-to-nearest."""
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from torchlite.calibration import InputStats
+from torchlite.quant.calibrated import awq, gptq, row_errors
+from torchlite.quant.linear import quantize_weight
+
+configs = st.one_of(
+    st.builds(lambda b, s: (b, None, s, "channel"), st.integers(2, 8), st.booleans()),
+    st.builds(lambda b, s: (b, None, s, "tensor"), st.integers(3, 8), st.booleans()),
+    st.builds(lambda b, g, s: (b, g, s, "group"), st.integers(2, 8), st.sampled_from([16, 32]), st.booleans()),
+)
+
+
+@st.composite
+def layers(draw):
+    """W [out, in] and statistics of correlated inputs with a few large features."""
+    n, k = draw(st.integers(1, 24)), draw(st.integers(1, 70))
+    g = torch.Generator().manual_seed(draw(st.integers(0, 2**16)))
+    w = torch.randn(n, k, generator=g) * draw(st.floats(1e-2, 1e2))
+    x = torch.randn(k + draw(st.integers(-k + 1, 32)), k, generator=g) @ (torch.eye(k) + 0.3 * torch.randn(k, k, generator=g))
+    x[:, : max(1, k // 8)] *= 10
+    stats = InputStats(k)
+    stats.update(x)
+    return w, stats
+
+
+def _output_error(w, qw, stats):
+    return float(row_errors(w, qw.effective_weight(), stats.covariance).sum())
+
+
+def _slack(w, stats):
+    """Float32 rounding of the stored result, relative to the layer's output energy."""
+    return 1e-6 * float(row_errors(w, torch.zeros_like(w), stats.covariance).sum()) + 1e-12
+
+
+@settings(max_examples=80, deadline=None)
+@given(layers(), configs, st.booleans())
+def test_gptq_output_error_not_above_rtn(layer, cfg, act_order):
+    w, stats = layer
+    rtn = _output_error(w, quantize_weight(w, *cfg), stats)
+    assert _output_error(w, gptq(w, stats, *cfg, act_order=act_order), stats) <= rtn + _slack(w, stats)
+
+
+@settings(max_examples=60, deadline=None)
+@given(layers(), configs)
+def test_awq_output_error_not_above_rtn(layer, cfg):
+    w, stats = layer
+    rtn = _output_error(w, quantize_weight(w, *cfg), stats)
+    assert _output_error(w, awq(w, stats, *cfg), stats) <= rtn + _slack(w, stats)
+
+
+@settings(max_examples=60, deadline=None)
+@given(layers(), configs, st.booleans())
+def test_representable_weights_are_kept_exactly(layer, cfg, act_order):
+    w, stats = layer
+    on_grid = quantize_weight(w, *cfg).dequantize()
+    for qw in (gptq(on_grid, stats, *cfg, act_order=act_order), awq(on_grid, stats, *cfg)):
+        torch.testing.assert_close(qw.effective_weight(), on_grid, rtol=1e-6, atol=1e-6 * on_grid.abs().max().item())
+
+
+@settings(max_examples=40, deadline=None)
+@given(layers(), configs)
+def test_storage_is_what_the_kernels_read(layer, cfg):
+    w, stats = layer
+    rtn = quantize_weight(w, *cfg)
+    for qw in (gptq(w, stats, *cfg), awq(w, stats, *cfg)):
+        assert (qw.qdata.dtype, qw.qdata.shape, qw.scale.shape) == (rtn.qdata.dtype, rtn.qdata.shape, rtn.scale.shape)
+        assert (qw.zero is None) == (rtn.zero is None)
