@@ -58,7 +58,7 @@ class SensitivityReport:
         for scheme in self.schemes:
             top.plot(x, [max(lay.ppl_delta[scheme] * 100, 1e-4) for lay in self.layers], ".-", label=scheme, lw=0.8)
             bottom.plot(x, [lay.output_error[scheme] for lay in self.layers], ".-", label=scheme, lw=0.8)
-        top.set(yscale="log", ylabel="perplexity change, % (layer alone)",
+        top.set(yscale="log", ylabel="perplexity change, % (layer alone; <= 0 drawn at 1e-4)",
                 title=f"Quantization sensitivity per layer (base perplexity {self.base_perplexity:.2f})")
         bottom.set(yscale="log", ylabel="relative output error (calibration)", xlabel="layer")
         step = max(1, len(self.layers) // 40)
