@@ -115,6 +115,13 @@ def output_error(weight: torch.Tensor, approx: torch.Tensor, stats: InputStats) 
     return float((num / den).sqrt())
 
 
+def activation_scale(stats: InputStats, alpha: float) -> torch.Tensor:
+    """mean|x|^alpha per input feature, normalised to geometric mean 1 (float64 [in]); shared by ASVD
+    and AWQ: only the shape of the scaling matters."""
+    s = stats.mean_abs.clamp_min(1e-8).pow(alpha)
+    return s / s.log().mean().exp()
+
+
 class _Observer(fx.Interpreter):
     def __init__(self, gm: fx.GraphModule, watch: dict[fx.Node, InputStats]):
         super().__init__(gm)

@@ -9,7 +9,7 @@ from .calibration import calibration_batches, observe_modules
 from .errors import TorchliteError
 from .log import logger
 from .modules import LowRankLinear, QuantizedLinear
-from .passes.factor import FactorReport, factor_layers
+from .passes.factor import SHARED, FactorReport, factor_layers
 from .passes.quantize import QuantizeReport, quantize_layers, selected, static_activation_scale
 from .recipe import Factor, Quantize, Recipe, check_calibration, matches, parse_recipe
 
@@ -57,7 +57,7 @@ def _factor(model: torch.nn.Module, cfg: Factor, calib) -> FactorReport:
     linears = _linears(model)
     tied = _tied_to_non_linear(model, linears)
     layers = [
-        (n, m.weight, m.bias is not None, "weight is tied to a non-linear module (e.g. an embedding)" if id(m.weight) in tied else None)
+        (n, m.weight, m.bias is not None, SHARED if id(m.weight) in tied else None)
         for n, m in linears
     ]
     stats = None

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .calibration import InputStats, output_error
+from .calibration import InputStats, activation_scale, output_error
 from .errors import TorchliteError
 
 ASVD_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)  # alpha = 0 is plain SVD: ASVD is never worse than it
@@ -69,11 +69,6 @@ def sqrt_and_inverse(cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return (q * lam.sqrt()) @ q.T, (q * lam.rsqrt()) @ q.T
 
 
-def asvd_scale(stats: InputStats, alpha: float) -> torch.Tensor:
-    s = stats.mean_abs.clamp_min(1e-8).pow(alpha)
-    return s / s.log().mean().exp()  # geometric mean 1: only the shape of the scaling matters
-
-
 def decompose(weight: torch.Tensor, method: str, stats: InputStats | None = None, alpha: float = 0.5) -> Decomposition:
     """The decomposition `method` truncates. "asvd" uses `alpha`; "asvd"/"whiten" need `stats`."""
     w = weight.detach().double()
@@ -82,7 +77,7 @@ def decompose(weight: torch.Tensor, method: str, stats: InputStats | None = None
     if stats is None:
         raise TorchliteError(f"factorization method {method!r} needs calibration statistics")
     if method == "asvd":
-        s = asvd_scale(stats, alpha)
+        s = activation_scale(stats, alpha)
         return _svd(w * s, torch.diag(1.0 / s), weight.dtype)
     if method == "whiten":
         root, inv_root = sqrt_and_inverse(stats.covariance)
@@ -119,9 +114,9 @@ def max_paying_rank(in_features: int, out_features: int, min_saving: float) -> i
 
 
 def allocate_budget(
-    spectra: list[tuple[int, int, torch.Tensor]], target: float, fixed: int, min_saving: float
+    spectra: list[tuple[int, int, torch.Tensor]], target: float, min_saving: float
 ) -> list[int | None]:
-    """Ranks (None: stays dense) whose total parameters, plus `fixed`, are at most `target`.
+    """Ranks (None: stays dense) whose total parameters are at most `target`.
 
     `spectra` holds (in, out, sigma) per layer. Rank unit i of a layer is worth sigma_i^2 / sum(sigma^2)
     (its share of the layer's output energy) per parameter it costs (in + out); units are kept in
@@ -138,7 +133,7 @@ def allocate_budget(
         return out
 
     def cost(ranks) -> int:
-        return fixed + sum(params(i, o, r) for (i, o, _), r in zip(spectra, ranks))
+        return sum(params(i, o, r) for (i, o, _), r in zip(spectra, ranks))
 
     thresholds = torch.cat(worth).unique().sort().values  # ascending: higher threshold, lower ranks
     if not len(thresholds) or cost(ranks_at(float("inf"))) > target:

@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -99,11 +100,7 @@ class SensitivityReport:
             choice[name], used = s, used + extra
         default = max(set(choice.values()), key=list(choice.values()).count)
         overrides = {name: self.schemes[s] for name, s in choice.items() if s != default}
-        return Quantize(**{**_fields(self.schemes[default]), "overrides": overrides})
-
-
-def _fields(cfg: Quantize) -> dict:
-    return {k: getattr(cfg, k) for k in ("bits", "group_size", "symmetric", "granularity", "method", "damp", "act_order")}
+        return dataclasses.replace(self.schemes[default], overrides=overrides)
 
 
 @torch.no_grad()

@@ -78,7 +78,7 @@ def _chosen_ranks(cfg: Factor, candidates, decs) -> list[int | None]:
     shapes = [(w.shape[1], w.shape[0]) for _, w in candidates]
     if cfg.budget is not None:
         target = cfg.budget * sum(i * o for i, o in shapes)
-        return lowrank.allocate_budget([(i, o, d.sigma) for (i, o), d in zip(shapes, decs)], target, 0, cfg.min_saving)
+        return lowrank.allocate_budget([(i, o, d.sigma) for (i, o), d in zip(shapes, decs)], target, cfg.min_saving)
     ranks = []
     for (i, o), dec in zip(shapes, decs):
         if cfg.rank is not None:

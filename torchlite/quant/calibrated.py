@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ..calibration import InputStats
+from ..calibration import InputStats, activation_scale
 from .linear import QuantizedWeight, encode, expand, padded, qrange, quantize_weight, scales_for
 
 AWQ_ALPHAS = tuple(i / 20 for i in range(21))  # alpha = 0: no scaling (plain RTN)
@@ -97,11 +97,9 @@ def awq(
     AWQ_ALPHAS for the least output error on the calibration data. The result stores W·diag(s)
     quantized and input_scale = 1/s (None when alpha = 0 wins)."""
     w = weight.detach().float()
-    mean_abs = stats.mean_abs.float().clamp_min(1e-8)
     best = None
     for alpha in AWQ_ALPHAS:
-        s = mean_abs.pow(alpha)
-        s = s / s.log().mean().exp()
+        s = activation_scale(stats, alpha).float()
         qw = quantize_weight(w * s, bits, group_size, symmetric, granularity)
         err = float(row_errors(w, qw.dequantize() / s, stats.covariance).sum())
         if best is None or err < best[0]:
