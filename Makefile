@@ -37,6 +37,7 @@ bench: venv
 	cd benchmarks && HF_HUB_OFFLINE=1 ../$(PY) factor_quality.py
 	cd benchmarks && HF_HUB_OFFLINE=1 ../$(PY) factor_speed.py
 	cd benchmarks && HF_HUB_OFFLINE=1 ../$(PY) factor_speed.py --model llama-1b
+	cd benchmarks && HF_HUB_OFFLINE=1 ../$(PY) prune_quality.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,4 +1,5 @@
-"""Quantization of SmolLM2-135M: round-to-nearest, GPTQ, AWQ, W8A8 and mixed precision, in one run.
+"""Quantization of SmolLM2-135M: round-to-nearest, GPTQ, AWQ, W8A8, mixed precision, log and vector
+quantization, in one run.
 
 Perplexity on WikiText-2 *test* (first --tokens tokens, 512-token windows); calibration on WikiText-2
 *valid* only (--calib sequences of 512 tokens). Decode: batch-1 greedy with a static KV cache under
@@ -33,16 +34,20 @@ VARIANTS = [
     ("W8A8 static", Quantize(bits=8, activations="static")),
     ("W8A8 dynamic SmoothQuant", Quantize(bits=8, activations="dynamic", method="smoothquant")),
     ("int4 g128 RTN, lm_head int8", Quantize(bits=4, group_size=128, overrides={"lm_head": Quantize(bits=8)})),
+    ("log 4-bit", Quantize(scheme="log", bits=4)),
+    ("VQ ~2 bit/w", Quantize(scheme="vector", vector_dim=4, codebook_size=256)),
+    ("VQ ~3 bit/w", Quantize(scheme="vector", vector_dim=2, codebook_size=64)),
 ]
 AUTO_SCHEMES = {"int4 g128": Quantize(bits=4, group_size=128), "int8": Quantize(bits=8)}
 
 
 def linear_bits_per_weight(model: torch.nn.Module) -> float:
-    """Stored bits per weight of the linear layers (codes, scales, zero points, input scales)."""
+    """Stored bits per weight of the linear layers (codes, scales, zero points, input scales, codebooks)."""
     bits = params = 0
     for m in model.modules():
         if isinstance(m, torchlite.QuantizedLinear):
-            bits += 8 * sum(t.numel() * t.element_size() for t in (m.qdata, m.scale, m.zero, m.input_scale) if t is not None)
+            parts = (m.qdata, m.scale, m.zero, m.input_scale, m.codebook)
+            bits += 8 * sum(t.numel() * t.element_size() for t in parts if t is not None)
             params += m.in_features * m.out_features
         elif type(m) is torch.nn.Linear:
             bits += 8 * m.weight.numel() * m.weight.element_size()
@@ -108,7 +113,7 @@ def main() -> int:
     body = [header("Weight quantization: RTN, GPTQ, AWQ (SmolLM2-135M)"), (
         f"SmolLM2-135M-Instruct, WikiText-2 test perplexity over the first {test_ids.numel() // 512 * 512} tokens "
         f"(512-token windows); GPTQ and AWQ calibrate on {args.calib} x 512 tokens of WikiText-2 valid. Bits/weight: "
-        "stored bits of the linear layers per weight (codes, scales, zero points, AWQ input scales); weight MB: the "
+        "stored bits of the linear layers per weight (codes, scales, zero points, AWQ input scales, VQ codebooks); weight MB: the "
         "whole model, with the 113 MB fp32 embedding. Decode: batch-1 greedy with a static KV cache, median of "
         f"{args.new_tokens} steps, under torch.compile (Inductor + torchlite lowerings). Calib s: compress time "
         "(activation statistics through the model, then the method). The lm_head (tied to the embedding) is quantized "

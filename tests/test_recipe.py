@@ -19,7 +19,7 @@ def test_dict_and_dataclass_agree():
     both = parse_recipe({"factor": {"budget": 0.8, "method": "whiten", "exclude": "lm_head"}, "quantize": {"bits": 8}})
     assert both == Recipe(factor=Factor(budget=0.8, method="whiten", exclude=("lm_head",)), quantize=Quantize(bits=8))
     assert parse_recipe(to_dict(both)) == both
-    assert Recipe.ORDER == ("factor", "quantize")
+    assert Recipe.ORDER == ("prune", "factor", "quantize")
 
 
 @pytest.mark.parametrize(

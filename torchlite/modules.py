@@ -4,26 +4,32 @@ from __future__ import annotations
 import torch
 
 from .quant.linear import QuantizedWeight
+from .quant.log import LogQuantizedWeight
+from .quant.vector import VectorQuantizedWeight
+from .sparse.nm import NMWeight
 
 
 class QuantizedLinear(torch.nn.Module):
-    """A Linear whose weight is stored quantized (int8, or two 4-bit values per byte).
+    """A Linear whose weight is stored quantized (int8, or two 4-bit values per byte): linear, log
+    or vector codes (`scheme`).
 
-    Its forward is `torch.ops.torchlite.qlinear`, which Inductor lowers to torchlite's fused kernel
-    when the module is compiled (with backend "lite" or plain "inductor").
+    Its forward is `torch.ops.torchlite.qlinear` (`qlinear_log`, `qlinear_vector`), which Inductor
+    lowers to torchlite's fused kernel when the module is compiled (with backend "lite" or plain
+    "inductor").
     """
 
     def __init__(
-        self, qw: QuantizedWeight, bias: torch.Tensor | None, activations: str | None = None,
-        x_scale: torch.Tensor | None = None,
+        self, qw: QuantizedWeight | LogQuantizedWeight | VectorQuantizedWeight, bias: torch.Tensor | None,
+        activations: str | None = None, x_scale: torch.Tensor | None = None,
     ):
         super().__init__()
-        self.activations = activations
+        self.activations, self.scheme = activations, qw.scheme
         self.in_features, self.out_features = qw.in_features, qw.out_features
         self.bits, self.group_size = qw.bits, qw.group_size
         self.register_buffer("qdata", qw.qdata)
         self.register_buffer("scale", qw.scale)
         self.register_buffer("zero", qw.zero)
+        self.register_buffer("codebook", qw.codebook)
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
         self.register_buffer("input_scale", qw.input_scale)
         self.register_buffer("x_scale", x_scale)
@@ -33,6 +39,14 @@ class QuantizedLinear(torch.nn.Module):
             x = x * self.input_scale.to(x.dtype)
         if self.activations:
             return torch.ops.torchlite.qlinear_a8(x, self.qdata, self.scale, self.bias, self.in_features, self.x_scale)
+        if self.scheme == "log":
+            return torch.ops.torchlite.qlinear_log(
+                x, self.qdata, self.scale, self.bias, self.bits, self.group_size, self.in_features
+            )
+        if self.scheme == "vector":
+            return torch.ops.torchlite.qlinear_vector(
+                x, self.qdata, self.codebook, self.bias, self.group_size, self.in_features
+            )
         return torch.ops.torchlite.qlinear(
             x, self.qdata, self.scale, self.zero, self.bias, self.bits, self.group_size, self.in_features
         )
@@ -40,7 +54,11 @@ class QuantizedLinear(torch.nn.Module):
     def extra_repr(self) -> str:
         group = f", group_size={self.group_size}" if self.group_size else ""
         acts = f", activations={self.activations}" if self.activations else ""
-        return f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}{group}{acts}"
+        scheme = "" if self.scheme == "linear" else f", scheme={self.scheme}"
+        if self.scheme == "vector":
+            groups, size, dim = self.codebook.shape
+            scheme += f", vector_dim={dim}, codebook_size={size}"
+        return f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}{group}{acts}{scheme}"
 
 
 class LowRankLinear(torch.nn.Module):
@@ -66,3 +84,23 @@ class LowRankLinear(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}"
+
+
+class SparseLinear(torch.nn.Module):
+    """A Linear stored N:M sparse: the kept values (float, or int8 with a per-channel scale) and their
+    positions. Its forward is `torch.ops.torchlite.nm_linear`, lowered to torchlite's sparse kernel."""
+
+    def __init__(self, nmw: NMWeight, bias: torch.Tensor | None):
+        super().__init__()
+        self.in_features, self.out_features, self.n, self.m = nmw.in_features, nmw.out_features, nmw.n, nmw.m
+        self.register_buffer("values", nmw.values)
+        self.register_buffer("indices", nmw.indices)
+        self.register_buffer("scale", nmw.scale)
+        self.register_buffer("bias", None if bias is None else bias.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.torchlite.nm_linear(x, self.values, self.indices, self.scale, self.bias, self.n, self.m, self.in_features)
+
+    def extra_repr(self) -> str:
+        values = "int8" if self.scale is not None else str(self.values.dtype).removeprefix("torch.")
+        return f"in_features={self.in_features}, out_features={self.out_features}, {self.n}:{self.m}, values={values}"

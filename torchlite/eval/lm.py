@@ -34,11 +34,12 @@ class Decode:
 @torch.no_grad()
 def greedy_decode(
     forward, config, prompt_ids: list[int], new_tokens: int, max_cache_len: int = 256, desc: str = "decode",
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype = torch.float32, kv_heads: list[int] | None = None,
 ) -> Decode:
     """Greedy decoding one token per call through `forward` (a compiled or eager HF causal LM) with
     a static KV cache of `max_cache_len`, so every step has the same shapes and reuses one compiled
-    graph. The prompt is fed token by token through the same graph."""
+    graph. The prompt is fed token by token through the same graph. `kv_heads`: the KV heads of each
+    layer when they differ from the config's (after head pruning)."""
     from transformers import StaticCache
 
     if len(prompt_ids) + new_tokens > max_cache_len:
@@ -46,7 +47,7 @@ def greedy_decode(
     cache = StaticCache(config=config, max_cache_len=max_cache_len)
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     # initialized up front, so the first step compiles the same graph as every later one
-    cache.early_initialization(1, config.num_key_value_heads, head_dim, dtype, torch.device("cpu"))
+    cache.early_initialization(1, kv_heads or config.num_key_value_heads, head_dim, dtype, torch.device("cpu"))
     tokens, times = list(prompt_ids), []
     steps = len(prompt_ids) + new_tokens - 1
     for pos in tqdm(range(steps), desc=desc, leave=False):

@@ -98,3 +98,19 @@ def find_linears(gm: fx.GraphModule) -> list[LinearSite]:
             if w is not None:
                 sites.append(_site(gm, node, x_at, w, b))
     return sites
+
+
+def weights_used_elsewhere(gm: fx.GraphModule, sites) -> set[int]:
+    """ids of constant tensors read by some node other than as a linear layer's weight."""
+    site_nodes = {s.node for s in sites}
+
+    def weight_use(user: fx.Node) -> bool:
+        if user in site_nodes:
+            return True
+        return user.target in TRANSPOSES and all(u in site_nodes for u in user.users)
+
+    return {
+        id(get_attr_value(gm, str(node.target)))
+        for node in gm.graph.nodes
+        if node.op == "get_attr" and not all(weight_use(u) for u in node.users)
+    }

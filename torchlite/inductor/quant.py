@@ -1,4 +1,4 @@
-"""Inductor lowerings of `torchlite::qlinear` and `torchlite::dequantize`.
+"""Inductor lowerings of `torchlite::qlinear`, `::qlinear_log` and their `dequantize` ops.
 
 Decode-shaped calls (at most FUSED_MAX_ROWS rows, known at compile time) lower to one reduction over
 K that reads the packed weight, converts and scales it in registers and accumulates in float32: no
@@ -11,7 +11,8 @@ The reduction's loop nest is shaped by the storage layout (torchlite.quant.linea
 over steps of 64 weights and an inner loop of one vector, in which every load is contiguous and the
 group scale is invariant. 8-bit: four runs of 16 weights per step. 2-4 bit: each byte is loaded once
 and both of its nibbles are multiplied with their two runs of contiguous activations. Per-channel
-scales multiply the finished sum.
+scales multiply the finished sum. Log codes (`qlinear_log`) take the same loops; a code becomes its
+float ±2^-e by writing the exponent bits directly (integer ops and a bitcast, exact), times the scale.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ FUSED_MAX_ROWS = 16
 class _Weight:
     """Loads of one quantized weight inside Inductor inner functions (all results float32)."""
 
-    def __init__(self, qdata, scale, zero, bits: int, group_size: int):
+    def __init__(self, qdata, scale, zero, bits: int, group_size: int, log: bool = False):
         self.q = qdata.make_loader()
         self.s = scale.make_loader()
         self.z = zero.make_loader() if zero is not None else None
@@ -41,6 +42,7 @@ class _Weight:
         self.per_col = not one(scale.get_size()[1], 1)
         self.packed = bits <= 4
         self.block = block_size(bits, group_size)
+        self.bits, self.log = bits, log
 
     def _sidx(self, n, g):
         return [n if self.per_row else 0, g if self.per_col else 0]
@@ -55,6 +57,8 @@ class _Weight:
         return ops.constant(8.0, torch.float32) if self.packed else None
 
     def _centered(self, stored, n, g):
+        if self.log:
+            return _log_value(ops.to_dtype(stored, torch.int32), self.bits)
         v = ops.to_dtype(stored, torch.float32)
         off = self.offset(n, g)
         return v if off is None else ops.sub(v, off)
@@ -84,17 +88,36 @@ class _Weight:
         return ops.mul(v, self.scale(n, g))
 
 
-@register_lowering(torch.ops.torchlite.dequantize.default, type_promotion_kind=None)
-def _dequantized(qdata, scale, zero, bits, group_size, in_features, dtype):
-    """Pointwise W[n, k]: the dequantize lowering, and the prefill path's temporary."""
-    w = _Weight(qdata, scale, zero, bits, group_size)
-    n_out = qdata.get_size()[0]
+def _log_value(code, bits: int):
+    """A log code (int32) as float32 ±2^-(c-1) (0 for magnitude c = 0), built from its exponent bits."""
+    i32 = torch.int32
+    mag = ops.bitwise_and(code, ops.constant(2 ** (bits - 1) - 1, i32))
+    exponent = ops.bitwise_left_shift(ops.sub(ops.constant(128, i32), mag), ops.constant(23, i32))
+    v = ops.to_dtype_bitcast(exponent, torch.float32, i32)  # 2^(128 - mag - 127)
+    v = ops.where(ops.eq(mag, ops.constant(0, i32)), ops.constant(0.0, torch.float32), v)
+    negative = ops.ne(ops.bitwise_right_shift(code, ops.constant(bits - 1, i32)), ops.constant(0, i32))
+    return ops.where(negative, ops.neg(v), v)
+
+
+def _pointwise(w: _Weight, qdata, in_features, dtype):
+    """Pointwise W[n, k]: the dequantize lowerings, and the prefill path's temporary."""
 
     def inner(index):
         n, k = index
         return ops.to_dtype(w.value(n, k), dtype)
 
-    return ir.Pointwise.create(device=qdata.get_device(), dtype=dtype, inner_fn=inner, ranges=[n_out, in_features])
+    ranges = [qdata.get_size()[0], in_features]
+    return ir.Pointwise.create(device=qdata.get_device(), dtype=dtype, inner_fn=inner, ranges=ranges)
+
+
+@register_lowering(torch.ops.torchlite.dequantize.default, type_promotion_kind=None)
+def _dequantized(qdata, scale, zero, bits, group_size, in_features, dtype):
+    return _pointwise(_Weight(qdata, scale, zero, bits, group_size), qdata, in_features, dtype)
+
+
+@register_lowering(torch.ops.torchlite.dequantize_log.default, type_promotion_kind=None)
+def _dequantized_log(qdata, scale, bits, group_size, in_features, dtype):
+    return _pointwise(_Weight(qdata, scale, None, bits, group_size, log=True), qdata, in_features, dtype)
 
 
 VEC = 16  # float32 lanes of an AVX-512 register: the innermost (vectorized) loop length
@@ -161,17 +184,16 @@ def _fused_sum(x2, w: _Weight, n_out, m_rows, kp, grouped: bool):
     return acc
 
 
-@register_lowering(torch.ops.torchlite.qlinear.default, type_promotion_kind=None)
-def _qlinear_lowering(x, qdata, scale, zero, bias, bits, group_size, in_features):
+def weight_only_linear(x, bias, n_out, dequantized, fused_sum, row_scale=None):
+    """x [..., K] @ Ŵᵀ + b in x's dtype. Decode shapes: `fused_sum(x2, m_rows)` gives the realized
+    float32 sums [N, M] (x2 = x as [M, K], realized), then `row_scale(n)` (if any) and the bias are
+    applied; other shapes: Inductor's GEMM on the temporary `dequantized(dtype)`."""
     *batch, k = x.get_size()
-    n_out = qdata.get_size()[0]
     m_rows = ir.sympy_product(batch) if batch else 1
     x2 = lowerings[aten.reshape](x, [m_rows, k])
     out_dtype = x.get_dtype()
-    fused = V.graph.sizevars.statically_known_leq(m_rows, FUSED_MAX_ROWS)
-    if not fused:
-        w = _dequantized(qdata, scale, zero, bits, group_size, in_features, out_dtype)
-        out = lowerings[aten.mm](x2, lowerings[aten.permute](w, [1, 0]))
+    if not V.graph.sizevars.statically_known_leq(m_rows, FUSED_MAX_ROWS):
+        out = lowerings[aten.mm](x2, lowerings[aten.permute](dequantized(out_dtype), [1, 0]))
         if bias is not None:
             out = lowerings[aten.add](out, to_dtype(bias, out_dtype))
         return lowerings[aten.reshape](out, [*batch, n_out])
@@ -179,26 +201,47 @@ def _qlinear_lowering(x, qdata, scale, zero, bias, bits, group_size, in_features
     # Materialize the activations once: left unrealized, Inductor would inline their producers
     # (RMSNorm, SiLU * up, ...) into the reduction and recompute them for every output row.
     x2.realize()
-    kp = padded_in_features(in_features, bits, group_size)
-    if kp != k:
-        x2 = lowerings[aten.constant_pad_nd](x2, [0, kp - k], 0.0)
-        x2.realize()
-    w = _Weight(qdata, scale, zero, bits, group_size)
-    grouped = group_size > 0
-    acc = _fused_sum(x2, w, n_out, m_rows, kp, grouped).make_loader()
+    acc = fused_sum(x2, m_rows).make_loader()
     bias_loader = bias.make_loader() if bias is not None else None
 
     def epilogue(index):
         m, n = index
         v = acc([n, m])
-        if not grouped:
-            v = ops.mul(v, w.scale(n, 0))
+        if row_scale is not None:
+            v = ops.mul(v, row_scale(n))
         if bias_loader is not None:
             v = ops.add(v, ops.to_dtype(bias_loader([n]), torch.float32))
         return ops.to_dtype(v, out_dtype)
 
     out = ir.Pointwise.create(device=x.get_device(), dtype=out_dtype, inner_fn=epilogue, ranges=[m_rows, n_out])
     return lowerings[aten.reshape](out, [*batch, n_out])
+
+
+def _qlinear(x, w: _Weight, qdata, bias, group_size, in_features):
+    n_out = qdata.get_size()[0]
+    grouped = group_size > 0
+    kp = padded_in_features(in_features, w.bits, group_size)
+
+    def fused_sum(x2, m_rows):
+        if kp != in_features:
+            x2 = lowerings[aten.constant_pad_nd](x2, [0, kp - in_features], 0.0)
+            x2.realize()
+        return _fused_sum(x2, w, n_out, m_rows, kp, grouped)
+
+    return weight_only_linear(
+        x, bias, n_out, lambda dtype: _pointwise(w, qdata, in_features, dtype), fused_sum,
+        None if grouped else (lambda n: w.scale(n, 0)),
+    )
+
+
+@register_lowering(torch.ops.torchlite.qlinear.default, type_promotion_kind=None)
+def _qlinear_lowering(x, qdata, scale, zero, bias, bits, group_size, in_features):
+    return _qlinear(x, _Weight(qdata, scale, zero, bits, group_size), qdata, bias, group_size, in_features)
+
+
+@register_lowering(torch.ops.torchlite.qlinear_log.default, type_promotion_kind=None)
+def _qlinear_log_lowering(x, qdata, scale, bias, bits, group_size, in_features):
+    return _qlinear(x, _Weight(qdata, scale, None, bits, group_size, log=True), qdata, bias, group_size, in_features)
 
 
 @register_lowering(torch.ops.torchlite.qlinear_a8.default, type_promotion_kind=None)

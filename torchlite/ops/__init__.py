@@ -2,7 +2,8 @@
 
 Importing this package registers `torch.ops.torchlite.*`.
 """
-from . import quant  # noqa: F401  (registers the ops)
+from . import log, quant, sparse, vector  # noqa: F401  (registers the ops)
 from .quant import dequantize, qlinear
+from .sparse import nm_linear
 
-__all__ = ["dequantize", "qlinear"]
+__all__ = ["dequantize", "nm_linear", "qlinear"]

@@ -79,7 +79,7 @@ def _(qdata, scale, zero, bits, group_size, in_features, dtype):
     return qdata.new_empty((qdata.shape[0], in_features), dtype=dtype)
 
 
-def _check_x(x: torch.Tensor, in_features: int) -> None:
+def check_x(x: torch.Tensor, in_features: int) -> None:
     if x.dim() < 1 or x.shape[-1] != in_features:
         raise TorchliteError(
             f"qlinear got an input of shape {tuple(x.shape)}; its last dimension must be in_features={in_features}"
@@ -99,7 +99,7 @@ def qlinear(
     group_size: int,
     in_features: int,
 ) -> torch.Tensor:
-    _check_x(x, in_features)
+    check_x(x, in_features)
     check_qweight(qdata, scale, zero, bits, group_size, in_features)
     w = dequantize_weight(qdata, scale, zero, bits, group_size, in_features, torch.float32)
     out = F.linear(x.float(), w, None if bias is None else bias.float())
@@ -108,27 +108,31 @@ def qlinear(
 
 @qlinear.register_fake
 def _(x, qdata, scale, zero, bias, bits, group_size, in_features):
-    _check_x(x, in_features)
+    check_x(x, in_features)
     check_qweight(qdata, scale, zero, bits, group_size, in_features)
     return x.new_empty((*x.shape[:-1], qdata.shape[0]))
 
 
-def _qlinear_setup_context(ctx, inputs, output):
-    x, qdata, scale, zero, bias, bits, group_size, in_features = inputs
-    ctx.save_for_backward(qdata, scale, zero)
-    ctx.meta = (bits, group_size, in_features, x.dtype, bias is not None and bias.requires_grad)
+def register_weight_only_autograd(op, dequantize_op, n_weight: int) -> None:
+    """Gradients of y = x Ŵᵀ + b for `op(x, *weight, bias, *meta)` (weight: `n_weight` tensors) to x
+    and bias, with Ŵ = dequantize_op(*weight, *meta, dtype); the stored weight gets none."""
+
+    def setup_context(ctx, inputs, output):
+        x, weight, bias, meta = inputs[0], inputs[1 : 1 + n_weight], inputs[1 + n_weight], inputs[2 + n_weight :]
+        ctx.save_for_backward(*weight)
+        ctx.meta = (meta, x.dtype, bias is not None and bias.requires_grad)
+
+    def backward(ctx, grad):
+        meta, x_dtype, bias_grad = ctx.meta
+        w = dequantize_op(*ctx.saved_tensors, *meta, grad.dtype)
+        grad_x = (grad @ w).to(x_dtype)
+        grad_bias = grad.reshape(-1, grad.shape[-1]).sum(0) if bias_grad else None
+        return grad_x, *[None] * n_weight, grad_bias, *[None] * len(meta)
+
+    op.register_autograd(backward, setup_context=setup_context)
 
 
-def _qlinear_backward(ctx, grad):
-    qdata, scale, zero = ctx.saved_tensors
-    bits, group_size, in_features, x_dtype, bias_grad = ctx.meta
-    w = torch.ops.torchlite.dequantize(qdata, scale, zero, bits, group_size, in_features, grad.dtype)
-    grad_x = (grad @ w).to(x_dtype)
-    grad_bias = grad.reshape(-1, grad.shape[-1]).sum(0) if bias_grad else None
-    return grad_x, None, None, None, grad_bias, None, None, None
-
-
-qlinear.register_autograd(_qlinear_backward, setup_context=_qlinear_setup_context)
+register_weight_only_autograd(qlinear, torch.ops.torchlite.dequantize, 3)
 
 
 def quantize_activation(x2: torch.Tensor, x_scale: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -151,7 +155,7 @@ def qlinear_a8(
 ) -> torch.Tensor:
     """W8A8: x quantized to int8 (per token on the fly, or with a static scale [1, 1]), int8 x int8
     dot products accumulated exactly in integers, then scaled: y = (xq · qᵀ) Δx Δw + b."""
-    _check_x(x, in_features)
+    check_x(x, in_features)
     check_qweight(qdata, scale, None, 8, 0, in_features)
     x2 = x.reshape(-1, in_features).float()
     codes, sx = quantize_activation(x2, x_scale)
@@ -165,6 +169,6 @@ def qlinear_a8(
 
 @qlinear_a8.register_fake
 def _(x, qdata, scale, bias, in_features, x_scale):
-    _check_x(x, in_features)
+    check_x(x, in_features)
     check_qweight(qdata, scale, None, 8, 0, in_features)
     return x.new_empty((*x.shape[:-1], qdata.shape[0]))

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from .. import lowrank
 from ..calibration import InputStats, calibration_batches, observe_graph
 from ..errors import TorchliteError
-from ..graph import attr_name, clone, find_linears, get_attr_value, set_attr
-from ..graph.linear import TRANSPOSES
+from ..graph import attr_name, clone, find_linears, set_attr
+from ..graph.linear import weights_used_elsewhere
 from ..graph.cost import Cost, linear_cost, total
 from ..log import logger
 from ..quant.linear import check_finite
@@ -144,22 +144,6 @@ def _dense_cost(weight: torch.Tensor, has_bias: bool) -> Cost:
     return linear_cost(weight.shape[1], weight.shape[0], bias=has_bias, itemsize=weight.element_size())
 
 
-def _weights_used_elsewhere(gm: fx.GraphModule, sites) -> set[int]:
-    """ids of constant tensors read by some node other than as a linear layer's weight."""
-    site_nodes = {s.node for s in sites}
-
-    def weight_use(user: fx.Node) -> bool:
-        if user in site_nodes:
-            return True
-        return user.target in TRANSPOSES and all(u in site_nodes for u in user.users)
-
-    return {
-        id(get_attr_value(gm, str(node.target)))
-        for node in gm.graph.nodes
-        if node.op == "get_attr" and not all(weight_use(u) for u in node.users)
-    }
-
-
 def run(gm: fx.GraphModule, cfg: Factor, calib=None):
     """Factor `gm`'s linear layers. Returns (new GraphModule, FactorReport)."""
     if not isinstance(cfg, Factor):
@@ -169,7 +153,7 @@ def run(gm: fx.GraphModule, cfg: Factor, calib=None):
         calib = calibration_batches(calib, "factor")
     new = clone(gm)
     sites = find_linears(new)
-    shared = _weights_used_elsewhere(new, sites)
+    shared = weights_used_elsewhere(new, sites)
     layers = []
     for s in sites:
         reason = s.reason or (SHARED if id(s.weight_tensor) in shared else None)

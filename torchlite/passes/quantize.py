@@ -6,6 +6,8 @@ Three steps; `fold=False` / `fuse=False` stop after the first / second and retur
    integers, scales and zero points as constants (no fp32 weight is left).
 3. fuse: `linear(x, dequantize(qW, scale, zero), b)` -> `qlinear(x, qW, scale, zero, b)`, the op
    whose Inductor lowering reads the packed weight directly.
+Log and vector weights (`Quantize.scheme`) are computed when the pass runs and enter the graph as
+constants feeding `dequantize_log` / `dequantize_vector`, fused into `qlinear_log` / `qlinear_vector`.
 """
 from __future__ import annotations
 
@@ -24,6 +26,8 @@ from ..graph.linear import TRANSPOSES, LinearSite
 from ..log import logger
 from ..quant.calibrated import awq, gptq, smoothquant
 from ..quant.linear import QuantizedWeight, check_finite, quantize_weight
+from ..quant.log import quantize_log
+from ..quant.vector import check_shape, quantize_vector
 from ..recipe import Quantize, check_calibration, matches
 from ..report import mb, table
 
@@ -31,6 +35,14 @@ QUANTIZE = torch.ops.torchlite.quantize.default
 DEQUANTIZE = torch.ops.torchlite.dequantize.default
 QLINEAR = torch.ops.torchlite.qlinear.default
 QLINEAR_A8 = torch.ops.torchlite.qlinear_a8.default
+DEQUANTIZE_LOG = torch.ops.torchlite.dequantize_log.default
+DEQUANTIZE_VECTOR = torch.ops.torchlite.dequantize_vector.default
+# dequantize op -> (fused linear op, number of weight tensors before the int arguments)
+FUSED = {
+    DEQUANTIZE: (QLINEAR, 3),
+    DEQUANTIZE_LOG: (torch.ops.torchlite.qlinear_log.default, 2),
+    DEQUANTIZE_VECTOR: (torch.ops.torchlite.qlinear_vector.default, 2),
+}
 
 
 @dataclass
@@ -43,6 +55,11 @@ class LayerReport:
     max_abs_error: float
     rel_error: float  # ||W - Ŵ||_F / ||W||_F
     output_error: float | None = None  # ||(W - Ŵ) Xᵀ||_F / ||W Xᵀ||_F on the calibration data
+
+    @property
+    def bits_per_weight(self) -> float:
+        """Stored bits (codes, scales, zero points, codebooks, padding) per weight."""
+        return 8 * self.bytes_after / (self.shape[0] * self.shape[1])
 
 
 @dataclass
@@ -59,22 +76,33 @@ class QuantizeReport:
     def bytes_after(self) -> int:
         return sum(layer.bytes_after for layer in self.layers)
 
+    @property
+    def bits_per_weight(self) -> float:
+        """Stored bits per weight over all quantized layers (codebooks, scales and padding included)."""
+        return 8 * self.bytes_after / max(sum(r.shape[0] * r.shape[1] for r in self.layers), 1)
+
     def __str__(self) -> str:
         c = self.config
-        head = (
-            f"quantize: {c.bits}-bit {'symmetric' if c.symmetric else 'asymmetric'} per {c.granularity}"
-            + (f" (group {c.group_size})" if c.group_size else "")
-            + f", {c.method}, {len(self.layers)} layer(s) quantized, {len(self.skipped)} skipped"
-        )
+        if c.scheme == "vector":
+            what = f"vector d={c.vector_dim}, {c.codebook_size} centroids per " + (f"{c.group_size} rows" if c.group_size else "layer")
+        else:
+            what = (
+                (f"{c.bits}-bit log (offset {c.log_offset:g})" if c.scheme == "log" else
+                 f"{c.bits}-bit {'symmetric' if c.symmetric else 'asymmetric'}")
+                + f" per {c.granularity}" + (f" (group {c.group_size})" if c.group_size else "")
+            )
+        head = f"quantize: {what}, {c.method}, {len(self.layers)} layer(s) quantized, {len(self.skipped)} skipped"
         rows = [
-            [r.name, f"{r.shape[0]}x{r.shape[1]}", r.bits, mb(r.bytes_before), mb(r.bytes_after), r.max_abs_error, r.rel_error,
-             "-" if r.output_error is None else r.output_error]
+            [r.name, f"{r.shape[0]}x{r.shape[1]}", r.bits, f"{r.bits_per_weight:.3f}", mb(r.bytes_before), mb(r.bytes_after),
+             r.max_abs_error, r.rel_error, "-" if r.output_error is None else r.output_error]
             for r in self.layers
         ]
         if self.layers:
             ratio = self.bytes_before / max(self.bytes_after, 1)
-            rows.append(["total", "", "", mb(self.bytes_before), mb(self.bytes_after), f"{ratio:.2f}x smaller", "", ""])
-        out = [head, table(["layer", "shape", "bits", "MB before", "MB after", "max |err|", "rel err", "output err"], rows)]
+            rows.append(["total", "", "", f"{self.bits_per_weight:.3f}", mb(self.bytes_before), mb(self.bytes_after),
+                         f"{ratio:.2f}x smaller", "", ""])
+        headers = ["layer", "shape", "bits", "bits/w", "MB before", "MB after", "max |err|", "rel err", "output err"]
+        out = [head, table(headers, rows)]
         out += [f"skipped {name}: {why}" for name, why in self.skipped]
         return "\n".join(out)
 
@@ -102,8 +130,12 @@ def static_activation_scale(stats: InputStats, qw: QuantizedWeight) -> torch.Ten
     return (amax.max() / 127).clamp_min(1e-12).reshape(1, 1).float()
 
 
-def quantize_one(weight: torch.Tensor, cfg: Quantize, stats: InputStats | None) -> QuantizedWeight:
-    """One weight by the config's method (round to nearest, GPTQ or AWQ)."""
+def quantize_one(weight: torch.Tensor, cfg: Quantize, stats: InputStats | None):
+    """One weight by the config's scheme and method (round to nearest, GPTQ or AWQ)."""
+    if cfg.scheme == "log":
+        return quantize_log(weight, cfg.bits, cfg.group_size, cfg.granularity, cfg.log_offset)
+    if cfg.scheme == "vector":
+        return quantize_vector(weight, cfg.vector_dim, cfg.codebook_size, cfg.group_size)
     args = (cfg.bits, cfg.group_size, cfg.symmetric, cfg.granularity)
     if cfg.method == "gptq":
         return gptq(weight, stats, *args, damp=cfg.damp, act_order=cfg.act_order)
@@ -118,12 +150,15 @@ def _constant_node(gm: fx.GraphModule, site: LinearSite, part: str, tensor: torc
     """The `get_attr` of a linear's weight or bias; `call_module` sites get top-level constants."""
     if site.node.op != "call_module":
         return site.weight if part == "weight" else site.bias
-    if tensor is None:
-        return None
-    name = attr_name(gm, f"{site.name}.{part}")
-    set_attr(gm, name, tensor.detach())
+    return None if tensor is None else _new_constant(gm, site, f"{site.name}.{part}", tensor.detach())
+
+
+def _new_constant(gm: fx.GraphModule, site: LinearSite, name: str, tensor: torch.Tensor) -> fx.Node:
+    """A new `get_attr` constant holding `tensor`, placed before the linear of `site`."""
+    attr = attr_name(gm, name)
+    set_attr(gm, attr, tensor)
     with gm.graph.inserting_before(site.node):
-        return gm.graph.get_attr(name)
+        return gm.graph.get_attr(attr)
 
 
 def selected(layers: list[tuple[str, torch.Tensor, str | None]], cfg: Quantize) -> list[str | None]:
@@ -144,8 +179,8 @@ def quantize_layers(
 ) -> list[QuantizedWeight | None]:
     """Quantize the weights of (name, weight, reason-to-skip) layers that `cfg` does not exclude.
 
-    Shared by the pass and `torchlite.compress`. Every chosen weight is checked for NaN/Inf before
-    any is quantized; a weight shared by several layers (tied) is quantized and reported once (with
+    Shared by the pass and `torchlite.compress`. Every chosen weight is checked for NaN/Inf (and, for
+    vector quantization, its shape) before any is quantized; a weight shared by several layers (tied) is quantized and reported once (with
     the statistics of its first layer). `stats` (by layer name) are needed by GPTQ and AWQ.
     Returns, per layer, its QuantizedWeight (the same object for tied layers) or None if skipped.
     """
@@ -154,6 +189,9 @@ def quantize_layers(
     for (name, weight, _), reason in zip(layers, reasons):
         if reason is None:
             check_finite(weight, name)
+            layer_cfg = cfg.for_layer(name)
+            if layer_cfg.scheme == "vector":
+                check_shape(name, weight.shape, layer_cfg.vector_dim, layer_cfg.codebook_size, layer_cfg.group_size)
         else:
             report.skipped.append((name, reason))
             logger.info("quantize: leaving %s as it is: %s", name, reason)
@@ -185,6 +223,9 @@ def insert_quantize_dequantize(gm: fx.GraphModule, cfg: Quantize, report: Quanti
             continue
         w = site.weight_tensor
         layer_cfg = cfg.for_layer(site.name)
+        if id(qw) not in qnodes and not isinstance(qw, QuantizedWeight):  # log / vector: constants
+            parts = (("qdata", qw.qdata), ("scale", qw.scale), ("codebook", qw.codebook))
+            qnodes[id(qw)] = [_new_constant(gm, site, f"{site.name}.{part}", t) for part, t in parts if t is not None]
         if id(qw) not in qnodes:
             weight = _constant_node(gm, site, "weight", w)
             args = (weight, layer_cfg.bits, layer_cfg.group_size or 0, layer_cfg.symmetric, layer_cfg.granularity)
@@ -202,11 +243,17 @@ def insert_quantize_dequantize(gm: fx.GraphModule, cfg: Quantize, report: Quanti
                 attr = attr_name(gm, f"{site.name}.input_scale")
                 set_attr(gm, attr, qw.input_scale.to(w.dtype))
                 x = gm.graph.call_function(torch.mul, (x, gm.graph.get_attr(attr)))
-            q, s = (gm.graph.call_function(operator.getitem, (qnode, i)) for i in range(2))
-            z = None if layer_cfg.symmetric else gm.graph.call_function(operator.getitem, (qnode, 2))
-            deq = gm.graph.call_function(DEQUANTIZE, (q, s, z, qw.bits, qw.group_size, qw.in_features, w.dtype))
+            if isinstance(qw, QuantizedWeight):
+                q, s = (gm.graph.call_function(operator.getitem, (qnode, i)) for i in range(2))
+                z = None if layer_cfg.symmetric else gm.graph.call_function(operator.getitem, (qnode, 2))
+                deq = gm.graph.call_function(DEQUANTIZE, (q, s, z, qw.bits, qw.group_size, qw.in_features, w.dtype))
+            elif qw.scheme == "log":
+                deq = gm.graph.call_function(DEQUANTIZE_LOG, (*qnode, qw.bits, qw.group_size, qw.in_features, w.dtype))
+            else:
+                deq = gm.graph.call_function(DEQUANTIZE_VECTOR, (*qnode, qw.group_size, qw.in_features, w.dtype))
             lin = gm.graph.call_function(F.linear, (x, deq, bias))
         lin.meta.update({k: v for k, v in site.node.meta.items() if k in ("stack_trace", "nn_module_stack")})
+        lin.meta["torchlite_name"] = site.name
         if layer_cfg.activations == "static":
             attr = attr_name(gm, f"{site.name}.x_scale")
             set_attr(gm, attr, static_activation_scale(stats[site.name], qw))
@@ -236,22 +283,23 @@ def fold_quantize(gm: fx.GraphModule, computed: dict) -> None:
 
 
 def fuse_qlinear(gm: fx.GraphModule) -> int:
-    """Step 2, in place: linear(x, dequantize(...), b) -> qlinear(x, ..., b). Returns the count."""
+    """Step 2, in place: linear(x, dequantize*(...), b) -> qlinear*(x, ..., b). Returns the count."""
     count = 0
     for node in list(gm.graph.nodes):
         if node.op != "call_function" or node.target is not F.linear:
             continue
         x, w, b = (list(node.args) + [None])[:3]
-        if not (isinstance(w, fx.Node) and w.target is DEQUANTIZE):
+        if not (isinstance(w, fx.Node) and w.target in FUSED):
             continue
-        q, s, z, bits, gs, k, _dtype = w.args
+        op, n_weight = FUSED[w.target]
+        weight, meta = w.args[:n_weight], w.args[n_weight:-1]  # the last argument is the dtype
         with gm.graph.inserting_before(node):
             if "torchlite_a8" in node.meta:
                 attr = node.meta["torchlite_a8"]
                 x_scale = gm.graph.get_attr(attr) if attr else None
-                fused = gm.graph.call_function(QLINEAR_A8, (x, q, s, b, k, x_scale))
+                fused = gm.graph.call_function(QLINEAR_A8, (x, weight[0], weight[1], b, meta[2], x_scale))
             else:
-                fused = gm.graph.call_function(QLINEAR, (x, q, s, z, b, bits, gs, k))
+                fused = gm.graph.call_function(op, (x, *weight, b, *meta))
         fused.meta.update({k: v for k, v in node.meta.items() if k != "torchlite_a8"})
         node.replace_all_uses_with(fused)
         gm.graph.erase_node(node)
@@ -265,7 +313,7 @@ def drop_unused_attributes(gm: fx.GraphModule, original: fx.GraphModule) -> None
     Modules that `gm` shares with `original` are detached, never edited.
     """
     for node in reversed(list(gm.graph.nodes)):  # never a full DCE: it would drop in-place ops
-        if not node.users and (node.op == "get_attr" or node.target in (DEQUANTIZE, operator.getitem, *TRANSPOSES)):
+        if not node.users and (node.op == "get_attr" or node.target in (*FUSED, operator.getitem, *TRANSPOSES)):
             gm.graph.erase_node(node)
     gm.delete_all_unused_submodules()
     used = {str(n.target) for n in gm.graph.nodes if n.op in ("get_attr", "call_module")}
@@ -288,10 +336,10 @@ def run(gm: fx.GraphModule, cfg: Quantize, calib=None, *, fold: bool = True, fus
     if not isinstance(cfg, Quantize):
         raise TypeError(f"quantize needs a torchlite.Quantize config, got {type(cfg).__name__}")
     check_calibration(cfg, calib)
-    if cfg.needs_calibration and not fold:
+    if (cfg.needs_calibration or cfg.schemes != {"linear"}) and not fold:
         raise TorchliteError(
-            f"Quantize(method={cfg.method!r}) computes its integers when the pass runs; fold=False (a run-time "
-            "quantize op) exists only for method='rtn'"
+            f"Quantize(method={cfg.method!r}, scheme={cfg.scheme!r}) computes its codes when the pass runs; fold=False "
+            "(a run-time quantize op) exists only for method='rtn' with scheme='linear'"
         )
     if calib is not None:
         calib = calibration_batches(calib, "quantize")

@@ -33,6 +33,9 @@ class QuantizedWeight:
     in_features: int
     input_scale: torch.Tensor | None = None  # AWQ: the layer computes (x * input_scale) Ŵᵀ
 
+    scheme = "linear"
+    codebook = None
+
     @property
     def out_features(self) -> int:
         return self.qdata.shape[0]

@@ -1,0 +1,124 @@
+"""The log and vector lowerings against their eager reference (the custom ops themselves)."""
+import re
+
+import pytest
+import torch
+from torch._inductor.utils import run_and_get_code
+
+import torchlite  # noqa: F401  (registers ops and lowerings)
+from torchlite.quant.log import quantize_log
+from torchlite.quant.vector import quantize_vector
+
+F32, BF16, F16 = torch.float32, torch.bfloat16, torch.float16
+LOG_CASES = [
+    # bits, group, granularity, n_out, k_in, batch shape, x dtype
+    (4, None, "channel", 96, 128, (1,), F32),
+    (3, 32, "group", 40, 100, (2, 3), BF16),  # K not a multiple of the group: padded
+    (8, None, "tensor", 17, 70, (5,), F16),
+    (5, 64, "group", 48, 256, (40,), BF16),  # prefill-shaped: dequantize + GEMM path
+]
+VECTOR_CASES = [
+    # vector_dim, codebook_size, group (rows), n_out, k_in, batch shape, x dtype
+    (4, 256, None, 96, 128, (1,), BF16),
+    (2, 16, 32, 40, 98, (2, 3), F32),  # packed codes, odd number of sub-vectors per row
+    (3, 7, None, 17, 69, (5,), F16),
+    (8, 64, 16, 48, 256, (40,), F32),  # prefill-shaped
+]
+
+
+def _log_fn(qw, bias):
+    def f(x):
+        return torch.ops.torchlite.qlinear_log(x, qw.qdata, qw.scale, bias, qw.bits, qw.group_size, qw.in_features)
+    return f
+
+
+def _vector_fn(qw, bias):
+    def f(x):
+        return torch.ops.torchlite.qlinear_vector(x, qw.qdata, qw.codebook, bias, qw.group_size, qw.in_features)
+    return f
+
+
+def _check(f, x):
+    out = torch.compile(f, fullgraph=True)(x)
+    ref = f(x)
+    assert out.shape == ref.shape and out.dtype == x.dtype
+    tol = 1e-4 if x.dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(out.float(), ref.float(), rtol=tol, atol=tol * ref.float().abs().max().item())
+
+
+@pytest.mark.parametrize("bits, gs, gran, n, k, batch, dtype", LOG_CASES)
+def test_log_compiled_matches_eager(bits, gs, gran, n, k, batch, dtype):
+    w = torch.randn(n, k)
+    w[0, :7] = 0.0
+    qw = quantize_log(w, bits, gs, gran)
+    _check(_log_fn(qw, torch.randn(n)), torch.randn(*batch, k).to(dtype))
+
+
+@pytest.mark.parametrize("d, size, gs, n, k, batch, dtype", VECTOR_CASES)
+def test_vector_compiled_matches_eager(d, size, gs, n, k, batch, dtype):
+    qw = quantize_vector(torch.randn(n, k), d, size, gs)
+    _check(_vector_fn(qw, torch.randn(n)), torch.randn(*batch, k).to(dtype))
+
+
+def test_dequantize_lowerings_are_bit_exact():
+    lq = quantize_log(torch.randn(24, 80), 4, 16, "group")
+    vq = quantize_vector(torch.randn(24, 80), 4, 16, 16)
+    ops = torch.ops.torchlite
+    for f in (
+        lambda: ops.dequantize_log(lq.qdata, lq.scale, 4, 16, 80, torch.float32),
+        lambda: ops.dequantize_vector(vq.qdata, vq.codebook, 16, 80, torch.float32),
+    ):
+        torch._dynamo.reset()
+        assert torch.equal(torch.compile(f)(), f())
+
+
+@pytest.mark.parametrize("scheme", ["log4", "log8", "vector256", "vector16"])
+def test_decode_kernel_is_fused_and_reads_codes(scheme):
+    n, k = 256, 512
+    w = torch.randn(n, k)
+    qw = {
+        "log4": lambda: quantize_log(w, 4, 128, "group"), "log8": lambda: quantize_log(w, 8, None, "channel"),
+        "vector256": lambda: quantize_vector(w, 4, 256), "vector16": lambda: quantize_vector(w, 2, 16, 64),
+    }[scheme]()
+    f = (_log_fn if scheme.startswith("log") else _vector_fn)(qw, None)
+    _, (code,) = run_and_get_code(torch.compile(f), torch.randn(1, k))
+    assert "torch.ops.torchlite" not in code, "the op must be lowered, not called as a fallback"
+    assert "extern_kernels" not in code.split("def call")[1], "no GEMM/extern call on the decode path"
+    assert re.search(r"const uint8_t\* in_ptr", code), "the kernel reads 8-bit storage"
+    sizes = [int(a) * int(b) for a, b in re.findall(r"empty_strided_cpu\(\((\d+), (\d+)\)", code)]
+    assert all(s < n * k for s in sizes), "no buffer as large as a dequantized weight"
+
+
+@pytest.mark.parametrize("kind", ["log", "vector"])
+def test_opcheck(kind):
+    """Schema, fake (meta) implementation and autograd registration agree with the eager ops."""
+    w, x, bias = torch.randn(24, 80), torch.randn(2, 3, 80, requires_grad=True), torch.randn(24)
+    ops = torch.ops.torchlite
+    if kind == "log":
+        q = quantize_log(w, 4, 16, "group")
+        torch.library.opcheck(ops.qlinear_log.default, (x, q.qdata, q.scale, bias, 4, 16, 80))
+        torch.library.opcheck(ops.dequantize_log.default, (q.qdata, q.scale, 4, 16, 80, torch.float32))
+    else:
+        q = quantize_vector(w, 4, 16, 16)
+        torch.library.opcheck(ops.qlinear_vector.default, (x, q.qdata, q.codebook, bias, 16, 80))
+        torch.library.opcheck(ops.dequantize_vector.default, (q.qdata, q.codebook, 16, 80, torch.float32))
+
+
+def test_gradients_reach_the_input_and_bias():
+    q = quantize_vector(torch.randn(24, 80), 4, 32)
+    x = torch.randn(5, 80, requires_grad=True)
+    bias = torch.randn(24, requires_grad=True)
+    torch.ops.torchlite.qlinear_vector(x, q.qdata, q.codebook, bias, 0, 80).square().sum().backward()
+    x2, b2 = x.detach().requires_grad_(), bias.detach().requires_grad_()
+    torch.nn.functional.linear(x2, q.dequantize(), b2).square().sum().backward()
+    torch.testing.assert_close(x.grad, x2.grad)
+    torch.testing.assert_close(bias.grad, b2.grad)
+
+
+def test_storage_that_disagrees_with_metadata_is_refused():
+    q = quantize_log(torch.randn(8, 64), 4, None, "channel")
+    with pytest.raises(torchlite.TorchliteError, match="storage and metadata disagree"):
+        torch.ops.torchlite.qlinear_log(torch.randn(2, 64), q.qdata, q.scale, None, 6, 0, 64)
+    v = quantize_vector(torch.randn(8, 64), 4, 16)
+    with pytest.raises(torchlite.TorchliteError, match="storage and metadata disagree"):
+        torch.ops.torchlite.qlinear_vector(torch.randn(2, 64), v.qdata, v.codebook, None, 4, 64)

@@ -1,0 +1,78 @@
+import pytest
+import torch
+
+from torchlite import TorchliteError
+from torchlite.quant.vector import pack_codes, quantize_vector, unpack_codes
+
+
+def _codes(qw):
+    d, size = qw.vector_dim, qw.codebook.shape[1]
+    count = qw.in_features // d
+    return unpack_codes(qw.qdata, count) if size <= 16 else qw.qdata
+
+
+def _assert_nearest(w, qw):
+    """Every sub-vector's stored code is a nearest centroid of its codebook (float64 distances)."""
+    n, k = w.shape
+    d, rows = qw.vector_dim, qw.group_size or n
+    codes = _codes(qw).long()
+    for g, start in enumerate(range(0, n, rows)):
+        v = w[start : start + rows].reshape(-1, d).double()
+        dist = ((v[:, None, :] - qw.codebook[g].double()[None]) ** 2).sum(-1)
+        chosen = dist.gather(1, codes[start : start + rows].reshape(-1, 1)).squeeze(1)
+        assert (chosen <= dist.min(1).values * (1 + 1e-9) + 1e-30).all()
+
+
+@pytest.mark.parametrize("d, size, gs", [(4, 256, None), (2, 16, None), (3, 7, 32), (8, 16, 16), (4, 64, 48)])
+def test_codes_are_nearest_centroids(d, size, gs):
+    w = torch.randn(64, 96)
+    qw = quantize_vector(w, d, size, gs)
+    _assert_nearest(w, qw)
+    assert qw.codebook.shape == (-(-64 // gs) if gs else 1, size, d) and qw.codebook.dtype == torch.float32
+    assert qw.dequantize().shape == w.shape
+
+
+@pytest.mark.parametrize("d, size, gs", [(4, 16, None), (2, 256, None), (3, 8, 16)])
+def test_exact_when_distinct_subvectors_fit_the_codebook(d, size, gs):
+    distinct = torch.randn(size, d)
+    w = distinct[torch.randint(0, size, (32 * 10,))].reshape(32, 10 * d)
+    assert torch.equal(quantize_vector(w, d, size, gs).dequantize(), w)
+
+
+def test_deterministic_for_a_seed():
+    w = torch.randn(48, 64)
+    a, b = quantize_vector(w, 4, 32, seed=3), quantize_vector(w, 4, 32, seed=3)
+    assert torch.equal(a.qdata, b.qdata) and torch.equal(a.codebook, b.codebook)
+    c = quantize_vector(w, 4, 32, seed=4)
+    assert not torch.equal(a.codebook, c.codebook)
+
+
+def test_kmeans_beats_its_seeding():
+    """Lloyd steps lower the error below a codebook of random sub-vectors."""
+    w = torch.randn(128, 64)
+    qw = quantize_vector(w, 4, 32)
+    v = w.reshape(-1, 4)
+    random_book = v[torch.randperm(len(v))[:32]]
+    random_err = torch.cdist(v, random_book).min(1).values.square().sum()
+    assert (qw.dequantize() - w).square().sum() < 0.8 * random_err
+
+
+def test_storage_and_bits_per_weight():
+    w = torch.randn(32, 40)
+    q8 = quantize_vector(w, 4, 256)
+    assert q8.qdata.shape == (32, 10) and q8.qdata.dtype == torch.uint8 and q8.bits == 8
+    assert q8.nbytes * 8 == 32 * 10 * 8 + 256 * 4 * 32
+    q4 = quantize_vector(w, 8, 16)  # 5 codes per row: packed into 3 bytes
+    assert q4.qdata.shape == (32, 3) and q4.bits == 4
+    codes = torch.randint(0, 16, (3, 7), dtype=torch.uint8)
+    assert torch.equal(unpack_codes(pack_codes(codes), 7), codes)
+    assert pack_codes(codes)[0, 0].item() == codes[0, 0].item() | codes[0, 1].item() << 4
+
+
+def test_bad_shapes_name_the_problem_and_the_fix():
+    with pytest.raises(TorchliteError, match=r"in_features=30, not a multiple of vector_dim=4.*2, 3, 5, 6"):
+        quantize_vector(torch.randn(8, 30), 4, 16)
+    with pytest.raises(TorchliteError, match=r"only 16 sub-vectors.*codebook_size=32.*smaller codebook_size"):
+        quantize_vector(torch.randn(4, 16), 4, 32)
+    with pytest.raises(TorchliteError, match=r"only 16 sub-vectors.*larger group_size"):
+        quantize_vector(torch.randn(18, 32), 4, 32, group_size=16)  # the last group has 2 rows

@@ -1,0 +1,180 @@
+"""Inductor lowering of `torchlite::nm_linear` (storage: `torchlite.sparse.nm`).
+
+Decode-shaped calls (at most FUSED_MAX_ROWS rows, known at compile time) lower to one reduction
+over the groups of m inputs that reads only the kept values and their position codes. The
+activations are first regrouped (one small kernel) into xt[row, r, g] = x[row, g * m + r], so the
+candidates at position r of consecutive groups are contiguous. For every kept slot the reduction
+picks its activation among the m - n + 1 candidates of its group by bitwise blends driven by bits
+of the code (a bit becomes an all-ones lane mask with two shifts, bit 7 with one; the blend
+compiles to one `vpternlogd`); at 2:4 three masks decide both slots. There is no gather and every
+load is contiguous along the groups, so the inner loop (one block of 16 groups) is a single
+AVX-512 vector. The iteration is [out, rows] (weight row outer): each weight row is read once for
+all rows. Larger calls rebuild the dense weight into a temporary and use Inductor's GEMM.
+"""
+from __future__ import annotations
+
+import torch
+from torch._inductor import ir
+from torch._inductor.lowering import lowerings, register_lowering, to_dtype
+from torch._inductor.virtualized import V, ops
+
+from ..ops import sparse as _ops  # noqa: F401  (the op must exist before we register its lowering)
+from ..sparse.nm import group_block, index_layout, offset_bits
+from .quant import FUSED_MAX_ROWS
+
+aten = torch.ops.aten
+f32, i32 = torch.float32, torch.int32
+
+
+def _blend(mask, hi, lo):
+    """hi where mask (int32 lanes of all ones) else lo, on the float bit patterns."""
+    h, lo_bits = ops.to_dtype_bitcast(hi, i32, f32), ops.to_dtype_bitcast(lo, i32, f32)
+    picked = ops.bitwise_or(ops.bitwise_and(h, mask), ops.bitwise_and(lo_bits, ops.bitwise_not(mask)))
+    return ops.to_dtype_bitcast(picked, f32, i32)
+
+
+class _NMWeight:
+    """Loads of one N:M weight inside Inductor inner functions."""
+
+    def __init__(self, values, indices, scale, n: int, m: int, groups: int):
+        self.v, self.idx = values.make_loader(), indices.make_loader()
+        self.s = scale.make_loader() if scale is not None else None
+        self.n, self.m = n, m
+        self.bits = offset_bits(n, m)
+        self.per_byte, self.planes = index_layout(n, m)
+        self.block = group_block(groups)
+        self.pair_code = (n, m) == (2, 4)
+
+    def _column(self, entry, entries, g):
+        b = self.block
+        return (g // b) * (entries * b) + entry * b + g % b
+
+    def value(self, o, j, g):
+        return ops.to_dtype(self.v([o, self._column(j, self.n, g)]), f32)
+
+    def code(self, o, j, g):
+        """The index byte holding slot j's position, sign-extended to int32 (bit 7 fills bits 8-31)."""
+        byte = self.idx([o, self._column(j // self.per_byte, self.planes, g)])
+        return ops.to_dtype(ops.to_dtype_bitcast(byte, torch.int8, torch.uint8), i32)
+
+    def _low_bit(self, j):
+        """Bit of the index byte where slot j's offset starts (generic layout)."""
+        return 8 - self.bits * (j % self.per_byte + 1)
+
+    @staticmethod
+    def mask(code, bit):
+        """int32 lanes of all ones where `bit` of the code is set: move it to the sign bit, shift back."""
+        top = code if bit == 7 else ops.bitwise_left_shift(code, ops.constant(31 - bit, i32))
+        return ops.bitwise_right_shift(top, ops.constant(31, i32))
+
+    def select(self, o, j, g, candidates):
+        """candidates[offset of slot j in group g], by blends on the bits of the group's code."""
+        code = self.code(o, j, g)
+        if self.pair_code:  # 2:4: slot 0 from x0, x1, x2 and slot 1 from x1, x2, x3 with three masks
+            near, middle, far = (0, 1, 2) if j == 0 else (2, 1, 0)
+            inner = _blend(self.mask(code, 6), candidates[middle], candidates[far])
+            return _blend(self.mask(code, 7 if j == 0 else 5), candidates[near], inner)
+        level = candidates + [candidates[-1]] * ((1 << self.bits) - len(candidates))
+        for b in range(self.bits):
+            mask = self.mask(code, self._low_bit(j) + b)
+            level = [
+                level[i] if level[i] is level[i + 1] else _blend(mask, level[i + 1], level[i])
+                for i in range(0, len(level), 2)
+            ]
+        return level[0]
+
+    def position(self, o, j, g):
+        """Slot j's position in group g, int32."""
+        code = self.code(o, j, g)
+        one = ops.constant(1, i32)
+        if self.pair_code:  # p0 = (1 - bit7) (2 - bit6), p1 = 3 - (1 - bit5) (2 - bit6)
+            bit = {b: ops.bitwise_and(ops.bitwise_right_shift(code, ops.constant(b, i32)), one) for b in (5, 6, 7)}
+            spread = ops.sub(ops.constant(2, i32), bit[6])
+            if j == 0:
+                return ops.mul(ops.sub(one, bit[7]), spread)
+            return ops.sub(ops.constant(3, i32), ops.mul(ops.sub(one, bit[5]), spread))
+        offset = ops.bitwise_and(
+            ops.bitwise_right_shift(code, ops.constant(self._low_bit(j), i32)), ops.constant((1 << self.bits) - 1, i32)
+        )
+        return ops.add(offset, ops.constant(j, i32))
+
+    def dense(self, o, k):
+        """W[o, k] (float32, scale not applied) for an arbitrary k: the slot whose position is k's, or 0."""
+        g, r = k // self.m, k % self.m
+        zero = ops.constant(0.0, f32)
+        total = zero
+        for j in range(self.n):
+            hit = ops.eq(self.position(o, j, g), ops.index_expr(r, i32))
+            total = ops.add(total, ops.where(hit, self.value(o, j, g), zero))
+        return total
+
+
+def _regrouped(x2, m_rows, m: int, groups: int):
+    """xt[row, r, g] = x[row, g * m + r] in float32, realized with a fixed contiguous layout
+    (left flexible, Inductor lays it out like x and the reduction's loads become strided)."""
+    x = x2.make_loader()
+
+    def inner(index):
+        row, r, g = index
+        return ops.to_dtype(x([row, g * m + r]), f32)
+
+    xt = ir.Pointwise.create(device=x2.get_device(), dtype=f32, inner_fn=inner, ranges=[m_rows, m, groups])
+    xt.realize()
+    return ir.ExternKernel.require_contiguous(xt).make_loader()
+
+
+@register_lowering(torch.ops.torchlite.nm_linear.default, type_promotion_kind=None)
+def _nm_linear_lowering(x, values, indices, scale, bias, n, m, in_features):
+    *batch, k = x.get_size()
+    n_out = values.get_size()[0]
+    m_rows = ir.sympy_product(batch) if batch else 1
+    groups = in_features // m
+    x2 = lowerings[aten.reshape](x, [m_rows, k])
+    out_dtype, device = x.get_dtype(), x.get_device()
+    w = _NMWeight(values, indices, scale, n, m, groups)
+
+    def scaled(v, o):
+        return ops.mul(v, w.s([o, 0])) if w.s is not None else v
+
+    if not V.graph.sizevars.statically_known_leq(m_rows, FUSED_MAX_ROWS):
+        dense = ir.Pointwise.create(
+            device=device, dtype=out_dtype, ranges=[n_out, in_features],
+            inner_fn=lambda idx: ops.to_dtype(scaled(w.dense(*idx), idx[0]), out_dtype),
+        )
+        out = lowerings[aten.mm](x2, lowerings[aten.permute](dense, [1, 0]))
+        if bias is not None:
+            out = lowerings[aten.add](out, to_dtype(bias, out_dtype))
+        return lowerings[aten.reshape](out, [*batch, n_out])
+
+    xt = _regrouped(x2, m_rows, m, groups)
+    blocks = groups // w.block
+
+    def inner(index, rindex):
+        o, row = index
+        g = rindex[0] * w.block + rindex[1] if blocks > 1 else rindex[0]
+        xs = [xt([row, r, g]) for r in range(m)]
+        total = None
+        for j in range(n):
+            term = ops.mul(w.value(o, j, g), w.select(o, j, g, xs[j : j + m - n + 1]))
+            total = term if total is None else ops.add(total, term)
+        return total
+
+    acc = ir.Reduction.create(
+        device=device, dst_dtype=f32, src_dtype=f32, inner_fn=inner, ranges=[n_out, m_rows],
+        # [blocks, 16]: the vectorized inner loop is one block (a single range of all groups vectorizes
+        # too, but [1, groups] does not)
+        reduction_ranges=[blocks, w.block] if blocks > 1 else [groups], reduction_type="sum",
+    )
+    acc.realize()
+    acc_l = acc.make_loader()
+    bias_l = bias.make_loader() if bias is not None else None
+
+    def epilogue(index):
+        row, o = index
+        v = scaled(acc_l([o, row]), o)
+        if bias_l is not None:
+            v = ops.add(v, ops.to_dtype(bias_l([o]), f32))
+        return ops.to_dtype(v, out_dtype)
+
+    out = ir.Pointwise.create(device=device, dtype=out_dtype, inner_fn=epilogue, ranges=[m_rows, n_out])
+    return lowerings[aten.reshape](out, [*batch, n_out])

@@ -1,0 +1,77 @@
+"""Inductor lowerings of `torchlite::qlinear_vector` and `torchlite::dequantize_vector`.
+
+Decode shapes: one reduction per (output row n, activation row m) over (sub-vector j, element t)
+that loads the code of sub-vector j (unpacking the nibble when C <= 16), gathers element t of its
+centroid from the small codebook (indirect indexing; it stays in cache) and multiplies it with the
+activation: the sum over sub-vectors of dot(codebook[code], x_sub). No dequantized weight is written.
+(Flattening the reduction to one loop over K was 4x slower; precomputing a table of the dot
+products of x with every centroid per sub-vector position was no faster.) Other shapes gather Ŵ
+into a temporary and use Inductor's GEMM (see `inductor.quant.weight_only_linear`).
+"""
+from __future__ import annotations
+
+import torch
+from torch._inductor import ir
+from torch._inductor.lowering import register_lowering
+from torch._inductor.virtualized import ops
+
+from ..ops import vector as _ops  # noqa: F401  (the ops must exist before we register lowerings)
+from .quant import weight_only_linear
+
+
+class _Codes:
+    """Ŵ[n, k] = codebook[n // group_size, code[n, k // d], k % d] inside Inductor inner functions."""
+
+    def __init__(self, qdata, codebook, group_size: int):
+        self.q, self.cb = qdata.make_loader(), codebook.make_loader()
+        _, self.size, self.d = (int(s) for s in codebook.get_size())
+        self.group_size = group_size
+
+    def code(self, n, j):
+        if self.size > 16:
+            return ops.to_dtype(self.q([n, j]), torch.int32)
+        byte = ops.to_dtype(self.q([n, j // 2]), torch.int32)
+        shift = ops.index_expr(4 * (j % 2), torch.int32)
+        return ops.bitwise_and(ops.bitwise_right_shift(byte, shift), ops.constant(15, torch.int32))
+
+    def centroid(self, n, j, t):
+        """Element t of the centroid that codes sub-vector j of row n."""
+        idx = ops.indirect_indexing(self.code(n, j), self.size, check=False)
+        return self.cb([n // self.group_size if self.group_size else 0, idx, t])
+
+
+@register_lowering(torch.ops.torchlite.dequantize_vector.default, type_promotion_kind=None)
+def _dequantized(qdata, codebook, group_size, in_features, dtype):
+    w = _Codes(qdata, codebook, group_size)
+
+    def inner(index):
+        n, k = index
+        return ops.to_dtype(w.centroid(n, k // w.d, k % w.d), dtype)
+
+    ranges = [qdata.get_size()[0], in_features]
+    return ir.Pointwise.create(device=qdata.get_device(), dtype=dtype, inner_fn=inner, ranges=ranges)
+
+
+@register_lowering(torch.ops.torchlite.qlinear_vector.default, type_promotion_kind=None)
+def _qlinear_vector(x, qdata, codebook, bias, group_size, in_features):
+    w = _Codes(qdata, codebook, group_size)
+    n_out = qdata.get_size()[0]
+
+    def fused_sum(x2, m_rows):
+        xl = x2.make_loader()
+
+        def inner(index, rindex):
+            n, m = index
+            j, t = rindex
+            return ops.mul(ops.to_dtype(xl([m, j * w.d + t]), torch.float32), w.centroid(n, j, t))
+
+        acc = ir.Reduction.create(
+            device=x2.get_device(), dst_dtype=torch.float32, src_dtype=torch.float32, inner_fn=inner,
+            ranges=[n_out, m_rows], reduction_ranges=[in_features // w.d, w.d], reduction_type="sum",
+        )
+        acc.realize()
+        return acc
+
+    return weight_only_linear(
+        x, bias, n_out, lambda dtype: _dequantized(qdata, codebook, group_size, in_features, dtype), fused_sum
+    )

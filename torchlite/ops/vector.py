@@ -1,0 +1,67 @@
+"""Vector-quantized (codebook) weight-only ops; numerics in `torchlite.quant.vector`.
+
+- `torchlite::dequantize_vector(qdata, codebook, group_size, in_features, dtype)` -> W[N, K]
+- `torchlite::qlinear_vector(x, qdata, codebook, bias, group_size, in_features)` -> x @ Ŵ.T + b
+
+`codebook` is float32 [G, C, d]; `qdata` the codes (two per byte when C <= 16). The eager
+implementations dequantize and accumulate in float32: the oracle of the lowerings.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import TorchliteError
+from ..quant.vector import dequantize_vector as _dequantize_vector
+from .quant import check_x, register_weight_only_autograd
+
+
+def check_vector_weight(qdata, codebook, group_size: int, in_features: int) -> None:
+    if codebook.dim() != 3 or codebook.dtype != torch.float32 or not 2 <= codebook.shape[1] <= 256:
+        raise TorchliteError(f"a codebook is float32 [groups, 2..256 centroids, d], got {tuple(codebook.shape)} {codebook.dtype}")
+    groups, size, d = codebook.shape
+    count = in_features // d
+    cols = (count + 1) // 2 if size <= 16 else count
+    n = qdata.shape[0] if qdata.dim() == 2 else -1
+    want_groups = -(-n // group_size) if group_size else 1
+    if in_features % d or qdata.dim() != 2 or qdata.shape[1] != cols or qdata.dtype != torch.uint8 or groups != want_groups:
+        raise TorchliteError(
+            f"vector-quantized weight {tuple(qdata.shape)} {qdata.dtype} with codebook {tuple(codebook.shape)} does not "
+            f"match in_features={in_features}, group_size={group_size} (uint8 [out, {cols}] codes, {want_groups} "
+            "codebook(s)): storage and metadata disagree"
+        )
+
+
+@torch.library.custom_op("torchlite::dequantize_vector", mutates_args=())
+def dequantize_vector(
+    qdata: torch.Tensor, codebook: torch.Tensor, group_size: int, in_features: int, dtype: torch.dtype
+) -> torch.Tensor:
+    check_vector_weight(qdata, codebook, group_size, in_features)
+    return _dequantize_vector(qdata, codebook, group_size, in_features, dtype)
+
+
+@dequantize_vector.register_fake
+def _(qdata, codebook, group_size, in_features, dtype):
+    check_vector_weight(qdata, codebook, group_size, in_features)
+    return qdata.new_empty((qdata.shape[0], in_features), dtype=dtype)
+
+
+@torch.library.custom_op("torchlite::qlinear_vector", mutates_args=())
+def qlinear_vector(
+    x: torch.Tensor, qdata: torch.Tensor, codebook: torch.Tensor, bias: torch.Tensor | None,
+    group_size: int, in_features: int,
+) -> torch.Tensor:
+    check_x(x, in_features)
+    check_vector_weight(qdata, codebook, group_size, in_features)
+    w = _dequantize_vector(qdata, codebook, group_size, in_features)
+    return F.linear(x.float(), w, None if bias is None else bias.float()).to(x.dtype)
+
+
+@qlinear_vector.register_fake
+def _(x, qdata, codebook, bias, group_size, in_features):
+    check_x(x, in_features)
+    check_vector_weight(qdata, codebook, group_size, in_features)
+    return x.new_empty((*x.shape[:-1], qdata.shape[0]))
+
+
+register_weight_only_autograd(qlinear_vector, torch.ops.torchlite.dequantize_vector, 2)
