@@ -38,6 +38,8 @@ bench: venv
 	cd benchmarks && HF_HUB_OFFLINE=1 ../$(PY) factor_speed.py
 	cd benchmarks && HF_HUB_OFFLINE=1 ../$(PY) factor_speed.py --model llama-1b
 	cd benchmarks && HF_HUB_OFFLINE=1 ../$(PY) prune_quality.py
+	cd benchmarks && HF_HUB_OFFLINE=1 ../$(PY) quant_quality.py --codebooks-only --calib 1
+	cd benchmarks && HF_HUB_OFFLINE=1 ../$(PY) gptq_time.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -38,6 +38,7 @@ VARIANTS = [
     ("VQ ~2 bit/w", Quantize(scheme="vector", vector_dim=4, codebook_size=256)),
     ("VQ ~3 bit/w", Quantize(scheme="vector", vector_dim=2, codebook_size=64)),
 ]
+CODEBOOK_ROWS = ("fp32", "int4 g128 RTN", "log 4-bit", "VQ ~2 bit/w", "VQ ~3 bit/w")
 AUTO_SCHEMES = {"int4 g128": Quantize(bits=4, group_size=128), "int8": Quantize(bits=8)}
 
 
@@ -69,14 +70,18 @@ def main() -> int:
     parser.add_argument("--calib", type=int, default=128, help="calibration sequences of 512 tokens (WikiText-2 valid)")
     parser.add_argument("--new-tokens", type=int, default=16)
     parser.add_argument("--auto-size", type=float, default=0.25, help="mixed-precision budget, x fp32 linear bytes (0: skip)")
+    parser.add_argument("--codebooks-only", action="store_true",
+                        help="only the fp32, int4 RTN, log and VQ rows, written to a section of their own")
     args = parser.parse_args()
+    if args.codebooks_only:
+        args.auto_size = 0
     torch.manual_seed(0)
     loaded = smollm2_and_wikitext(args.tokens, args.calib)
     if loaded is None:
         return 1
     model, tok, test_ids, calib = loaded
     prompt = tok(PROMPT).input_ids
-    variants = list(VARIANTS)
+    variants = [v for v in VARIANTS if v[0] in CODEBOOK_ROWS] if args.codebooks_only else list(VARIANTS)
     if args.auto_size:
         from torchlite.eval.sensitivity import sensitivity
 
@@ -87,13 +92,14 @@ def main() -> int:
         auto = report.mixed_precision(args.auto_size)
         print(f"sensitivity + pick: {time.perf_counter() - start:.0f} s; {len(auto.overrides)} layer(s) differ from the default")
         variants.append((f"auto mixed (int4 g128 / int8) at {args.auto_size} x fp32 linear bytes", auto))
-    rows, base = [], None
-    qdyn = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-    qdyn_ppl = perplexity(qdyn, test_ids, desc="quantize_dynamic")
-    qdyn_tps = greedy_decode(qdyn, model.config, prompt, args.new_tokens, desc="quantize_dynamic").tokens_per_second
-    qdyn_row = ["quantize_dynamic int8 (eager, fbgemm; the peer)", "8 + scales", f"{quantize_dynamic_bytes(qdyn) / 1e6:.0f}",
-                f"{qdyn_ppl:.2f}", None, f"{qdyn_tps:.1f}", "-"]
-    del qdyn
+    rows, base, qdyn_row = [], None, None
+    if not args.codebooks_only:
+        qdyn = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        qdyn_ppl = perplexity(qdyn, test_ids, desc="quantize_dynamic")
+        qdyn_tps = greedy_decode(qdyn, model.config, prompt, args.new_tokens, desc="quantize_dynamic").tokens_per_second
+        qdyn_row = ["quantize_dynamic int8 (eager, fbgemm; the peer)", "8 + scales", f"{quantize_dynamic_bytes(qdyn) / 1e6:.0f}",
+                    f"{qdyn_ppl:.2f}", None, f"{qdyn_tps:.1f}", "-"]
+        del qdyn
     for label, cfg in variants:
         start = time.perf_counter()
         small = model if cfg is None else torchlite.compress(model, Recipe(quantize=cfg), calib=calib if cfg.needs_calibration else None)
@@ -103,26 +109,28 @@ def main() -> int:
         tps = decode_speed(small, prompt, args.new_tokens)
         rows.append([
             label, f"{linear_bits_per_weight(small):.2f}", f"{weight_bytes(small) / 1e6:.0f}", f"{ppl:.2f}",
-            f"{(ppl / base - 1) * 100:+.1f}", f"{tps:.1f}", f"{seconds:.0f}" if cfg is not None and cfg.needs_calibration else "-",
+            f"{(ppl / base - 1) * 100:+.1f}", f"{tps:.1f}",
+            f"{seconds:.0f}" if cfg is not None and (cfg.needs_calibration or cfg.scheme == "vector") else "-",
         ])
         print(rows[-1], flush=True)
         del small
-        if label == "fp32":
+        if label == "fp32" and qdyn_row:
             qdyn_row[4] = f"{(qdyn_ppl / base - 1) * 100:+.1f}"
             rows.append(qdyn_row)
-    body = [header("Weight quantization: RTN, GPTQ, AWQ (SmolLM2-135M)"), (
+    title = "Log and vector quantization" if args.codebooks_only else "Weight quantization: RTN, GPTQ, AWQ"
+    body = [header(f"{title} (SmolLM2-135M)"), (
         f"SmolLM2-135M-Instruct, WikiText-2 test perplexity over the first {test_ids.numel() // 512 * 512} tokens "
         f"(512-token windows); GPTQ and AWQ calibrate on {args.calib} x 512 tokens of WikiText-2 valid. Bits/weight: "
         "stored bits of the linear layers per weight (codes, scales, zero points, AWQ input scales, VQ codebooks); weight MB: the "
         "whole model, with the 113 MB fp32 embedding. Decode: batch-1 greedy with a static KV cache, median of "
         f"{args.new_tokens} steps, under torch.compile (Inductor + torchlite lowerings). Calib s: compress time "
-        "(activation statistics through the model, then the method). The lm_head (tied to the embedding) is quantized "
+        "(activation statistics through the model, then the method; for VQ the k-means). The lm_head (tied to the embedding) is quantized "
         "as its own copy, as in every int8/int4 row. W8A8 static: one activation scale per layer from the "
         "calibration data. Auto mixed: per-layer int4 g128 or int8 from the sensitivity report (each layer "
         "quantized alone, perplexity on the first 512 test tokens, 16 calibration sequences), chosen greedily "
         "under the size budget; the per-layer plot is [sensitivity.png](sensitivity.png).\n"
     ), markdown(["model", "bits/weight", "weight MB", "perplexity", "Δ %", "decode tok/s", "calib s"], rows)]
-    write_section("quant_quality", "\n".join(body))
+    write_section("quant_quality_codebooks" if args.codebooks_only else "quant_quality", "\n".join(body))
     return 0
 
 
