@@ -5,7 +5,6 @@ import copy
 from dataclasses import replace
 
 import torch
-from tqdm.auto import tqdm
 
 from .calibration import calibration_batches, observe_modules
 from .errors import TorchliteError
@@ -14,10 +13,10 @@ from .log import logger
 from .modules import LowRankLinear, QuantizedLinear, SparseLinear
 from .passes import prune as prune_pass
 from .passes.factor import SHARED, FactorReport, factor_layers
-from .passes.prune import PruneReport, bias_of, merge_reports
+from .passes.prune import PruneReport, merge_reports, scheduled_steps, seeded_callback
 from .passes.quantize import QuantizeReport, quantize_layers, selected, static_activation_scale
 from .recipe import Factor, Prune, Quantize, Recipe, check_calibration, matches, parse_recipe
-from .sparse.nm import pack_nm
+from .sparse.nm import pack_nm, pack_nm_codes
 from .trace import trace
 
 
@@ -155,7 +154,7 @@ def _prune_step(model: torch.nn.Module, cfg: Prune, calib) -> tuple[PruneReport,
     for site in find_linears(new):
         if site.name in pruned:
             _set_module_tensor(model, f"{site.name}.weight", site.weight_tensor, undo)
-            bias = bias_of(new, site)
+            bias = site.bias_tensor(new)
             if bias is not None:
                 _set_module_tensor(model, f"{site.name}.bias", bias, undo)
             linear = model.get_submodule(site.name)
@@ -188,19 +187,16 @@ def _prune(model: torch.nn.Module, cfg: Prune, calib, callback) -> PruneReport:
         report, _ = _prune_step(model, cfg, calib)
         logger.info("compress:\n%s", report)
         return report
-    targets, reports = cfg.schedule.sparsities(cfg.sparsity), []
-    for step, target in enumerate(tqdm(targets, desc="prune: steps")):
-        if cfg.structured and step:
-            target = 1 - (1 - target) / (1 - targets[step - 1])  # of the units still there
+    reports = []
+    for step, target in scheduled_steps(cfg, relative=cfg.structured):
         report, masks = _prune_step(model, replace(cfg, sparsity=target, schedule=None), calib)
         reports.append(report)
         if callback is not None:
-            torch.manual_seed(cfg.schedule.seed + step)
-            callback(model, step)
+            seeded_callback(cfg, callback, model, step)
             with torch.no_grad():
                 for name, mask in masks.items():
                     model.get_submodule(name).weight.mul_(mask)
-    report = merge_reports(cfg, reports, targets)
+    report = merge_reports(cfg, reports)
     logger.info("compress:\n%s", report)
     return report
 
@@ -213,6 +209,4 @@ def _sparsify(model: torch.nn.Module, names: set[str], n: int, m: int) -> None:
             _replace(model, name, SparseLinear(pack_nm(mod.weight.detach(), n, m), mod.bias))
         elif (isinstance(mod, QuantizedLinear) and mod.scheme == "linear" and mod.bits == 8 and mod.zero is None and not mod.group_size
               and mod.input_scale is None and not mod.activations and mod.scale.shape[0] == mod.out_features):
-            nmw = pack_nm(mod.qdata[:, : mod.in_features].float(), n, m)
-            nmw = replace(nmw, values=nmw.values.to(torch.int8), scale=mod.scale.float().reshape(-1, 1))
-            _replace(model, name, SparseLinear(nmw, mod.bias))
+            _replace(model, name, SparseLinear(pack_nm_codes(mod.qdata[:, : mod.in_features], mod.scale, n, m), mod.bias))

@@ -11,7 +11,6 @@ import sympy
 import torch.fx as fx
 
 from .linear import find_linears
-from .module import get_attr_value
 
 BATCH, SEQ = sympy.symbols("batch seq", integer=True, positive=True)
 TOKENS = BATCH * SEQ
@@ -51,10 +50,6 @@ def graph_cost(gm: fx.GraphModule) -> dict[str, Cost]:
         if site.weight_tensor is None:
             continue
         out_f, in_f = site.weight_tensor.shape
-        bias = site.bias
-        if site.node.op == "call_module":
-            bias = gm.get_submodule(str(site.node.target)).bias
-        elif isinstance(bias, fx.Node) and bias.op == "get_attr":
-            bias = get_attr_value(gm, str(bias.target))
-        out[site.node.name] = linear_cost(in_f, out_f, bias=bias is not None, itemsize=site.weight_tensor.element_size())
+        has_bias = site.bias is not None or site.bias_tensor(gm) is not None
+        out[site.node.name] = linear_cost(in_f, out_f, bias=has_bias, itemsize=site.weight_tensor.element_size())
     return out

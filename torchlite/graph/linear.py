@@ -32,6 +32,14 @@ class LinearSite:
     weight_tensor: torch.Tensor | None
     reason: str | None = None  # why this site cannot be rewritten, or None
 
+    def bias_tensor(self, gm: fx.GraphModule) -> torch.Tensor | None:
+        """The bias tensor when it is a constant of the graph (or of the nn.Linear module), else None."""
+        if self.node.op == "call_module":
+            return gm.get_submodule(str(self.node.target)).bias
+        if isinstance(self.bias, fx.Node) and self.bias.op == "get_attr":
+            return get_attr_value(gm, str(self.bias.target))
+        return None
+
     @property
     def x(self) -> fx.Node:
         """The input node, read from the graph now (a rewrite of the layer before may have replaced it)."""

@@ -157,7 +157,7 @@ def run(gm: fx.GraphModule, cfg: Factor, calib=None):
     layers = []
     for s in sites:
         reason = s.reason or (SHARED if id(s.weight_tensor) in shared else None)
-        has_bias = s.bias is not None or (s.node.op == "call_module" and new.get_submodule(str(s.node.target)).bias is not None)
+        has_bias = s.bias is not None or s.bias_tensor(new) is not None
         layers.append((s.name, s.weight_tensor, has_bias, reason))
     stats = None
     if calib is not None:

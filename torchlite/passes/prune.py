@@ -32,7 +32,7 @@ from ..quant.linear import check_finite
 from ..recipe import Prune, check_calibration, matches
 from ..report import table
 from ..sparse import importance as imp
-from ..sparse.nm import check_nm, nm_mask, pack_nm
+from ..sparse.nm import check_nm, nm_mask, pack_nm, pack_nm_codes
 from .quantize import QLINEAR, _constant_node, drop_unused_attributes
 
 NM_LINEAR = torch.ops.torchlite.nm_linear.default
@@ -135,14 +135,6 @@ def _candidates(gm: fx.GraphModule, cfg: Prune, report: PruneReport) -> tuple[li
     return sites, out
 
 
-def bias_of(gm: fx.GraphModule, site: LinearSite) -> torch.Tensor | None:
-    if site.node.op == "call_module":
-        return gm.get_submodule(str(site.node.target)).bias
-    if isinstance(site.bias, fx.Node) and site.bias.op == "get_attr":
-        return get_attr_value(gm, str(site.bias.target))
-    return None
-
-
 def _constant(gm: fx.GraphModule, node: fx.Node, tensor: torch.Tensor, name: str) -> fx.Node:
     """Point every use of the get_attr `node` at a new constant holding `tensor`."""
     attr = attr_name(gm, name)
@@ -224,7 +216,7 @@ def _prune_weights(gm, cfg: Prune, sparsity: float, sites, scores, report: Prune
     for site in sites:
         w = site.weight_tensor
         pruned = (w.detach() * masks[site.name]).to(w.dtype)
-        bias = bias_of(gm, site)
+        bias = site.bias_tensor(gm)
         before = linear_cost(w.shape[1], w.shape[0], bias=bias is not None, itemsize=w.element_size())
         nnz = int(masks[site.name].sum()) + (w.shape[0] if bias is not None else 0)
         if cfg.structure == "n:m":
@@ -284,7 +276,7 @@ def _unit_scores(gm, g: Group, cfg: Prune, scores: dict[str, torch.Tensor]) -> t
     else:
         parts = [(scores[s.name], 0) for s in g.producers] + [(scores[s.name], 1) for s in g.consumers]
         for s in g.producers:
-            b = bias_of(gm, s)
+            b = s.bias_tensor(gm)
             if b is not None and cfg.importance in ("l1", "l2"):
                 parts.append((imp.weight_scores(b, cfg.importance), 0))
     return imp.unit_scores(parts, u, signed=cfg.importance == "taylor")
@@ -294,7 +286,7 @@ def _shrink(gm: fx.GraphModule, g: Group, kept: list[int]) -> None:
     """Remove the units of `g` not in `kept` from every member, in place."""
     u = g.units
     for s in g.producers:
-        w, b = s.weight_tensor, bias_of(gm, s)
+        w, b = s.weight_tensor, s.bias_tensor(gm)
         rows = g.indices(w.shape[0], kept, u)
         _set_weight(gm, s, w.detach()[rows].clone(), None if b is None else b.detach()[rows].clone())
     for s in g.consumers:
@@ -347,7 +339,7 @@ def _prune_groups(gm, cfg: Prune, sparsity: float, all_sites, scores, report: Pr
             first = (original or {}).get(g.name, g.units)
             removals[g.name] = max(0, imp.pruned_count(first, sparsity) - (first - g.units))
     sites = [s for g in chosen for s in g.producers + g.consumers]
-    before = {s.name: (tuple(s.weight_tensor.shape), bias_of(gm, s) is not None, s.weight_tensor.element_size()) for s in sites}
+    before = {s.name: (tuple(s.weight_tensor.shape), s.bias_tensor(gm) is not None, s.weight_tensor.element_size()) for s in sites}
     for g in chosen:
         try:
             kept = imp.kept_units(unit_scores[g.name], removals[g.name])
@@ -408,24 +400,33 @@ def run(gm: fx.GraphModule, cfg: Prune, calib=None, *, pack: bool = True, callba
         new, report, _ = _step(gm, cfg, cfg.sparsity, batches, pack, None)
         logger.debug("%s", report)
         return new, report
-    targets = cfg.schedule.sparsities(cfg.sparsity)
     original = None
     current, reports = gm, []
-    for step, target in enumerate(tqdm(targets, desc="prune: steps")):
-        if cfg.structured and cfg.scope == "global" and step:
-            target = 1 - (1 - target) / (1 - targets[step - 1])  # of the units still there
+    for step, target in scheduled_steps(cfg, relative=cfg.structured and cfg.scope == "global"):
         current, report, masks = _step(current, cfg, target, batches, pack, original)
         if original is None:
             original = {g.name: g.units for g in report.groups}
         reports.append(report)
         if callback is not None:
-            torch.manual_seed(cfg.schedule.seed + step)
-            callback(current, step)
+            seeded_callback(cfg, callback, current, step)
             if masks:
                 _reapply(current, masks)
-    report = merge_reports(cfg, reports, targets)
+    report = merge_reports(cfg, reports)
     logger.debug("%s", report)
     return current, report
+
+
+def scheduled_steps(cfg: Prune, relative: bool):
+    """(step, sparsity to prune to) for each step of `cfg.schedule`, with a progress bar; with
+    `relative`, from the second step on as a fraction of the units still there."""
+    targets = cfg.schedule.sparsities(cfg.sparsity)
+    for step, target in enumerate(tqdm(targets, desc="prune: steps")):
+        yield step, 1 - (1 - target) / (1 - targets[step - 1]) if relative and step else target
+
+
+def seeded_callback(cfg: Prune, callback, model, step: int) -> None:
+    torch.manual_seed(cfg.schedule.seed + step)
+    callback(model, step)
 
 
 def _reapply(gm: fx.GraphModule, masks: dict[str, torch.Tensor]) -> None:
@@ -436,7 +437,7 @@ def _reapply(gm: fx.GraphModule, masks: dict[str, torch.Tensor]) -> None:
                 site.weight_tensor.mul_(masks[site.name].to(site.weight_tensor.dtype))
 
 
-def merge_reports(cfg: Prune, reports: list[PruneReport], targets: list[float]) -> PruneReport:
+def merge_reports(cfg: Prune, reports: list[PruneReport]) -> PruneReport:
     """One report for all steps: layers from the first step's 'before' to the last step's 'after'."""
     first, last = reports[0], reports[-1]
     begin = {lay.name: lay for lay in first.layers}
@@ -445,7 +446,7 @@ def merge_reports(cfg: Prune, reports: list[PruneReport], targets: list[float]) 
     att_begin = {name: b for name, b, _ in first.attention}
     attention = [(name, att_begin.get(name, b), a) for name, b, a in last.attention]
     groups = [replace(g, units=next((f.units for f in first.groups if f.name == g.name), g.units)) for g in last.groups]
-    return PruneReport(cfg, layers, groups, last.skipped, attention, targets)
+    return PruneReport(cfg, layers, groups, last.skipped, attention, cfg.schedule.sparsities(cfg.sparsity))
 
 
 def sparsify(gm: fx.GraphModule, n: int, m: int, names: set[str]) -> fx.GraphModule:
@@ -453,7 +454,7 @@ def sparsify(gm: fx.GraphModule, n: int, m: int, names: set[str]) -> fx.GraphMod
     N:M sparse) into `torchlite::nm_linear`. In place; returns `gm`."""
     for site in find_linears(gm):
         if site.name in names and site.weight_tensor is not None:
-            _replace_by_nm(gm, site, pack_nm(site.weight_tensor.detach(), n, m), bias_of(gm, site))
+            _replace_by_nm(gm, site, pack_nm(site.weight_tensor.detach(), n, m), site.bias_tensor(gm))
     for node in list(gm.graph.nodes):
         if node.target is not QLINEAR or node.meta.get("torchlite_name") not in names:
             continue
@@ -463,11 +464,8 @@ def sparsify(gm: fx.GraphModule, n: int, m: int, names: set[str]) -> fx.GraphMod
         codes, scale = get_attr_value(gm, str(q.target)), get_attr_value(gm, str(s.target))
         if scale.shape[0] != codes.shape[0]:
             continue  # per-tensor scale: not the layout nm_linear reads
-        nmw = pack_nm(codes[:, :k].float(), n, m)
-        nmw = replace(nmw, values=nmw.values.to(torch.int8), scale=scale.float().reshape(-1, 1))
         site = LinearSite(node, 0, q, b, node.meta["torchlite_name"], None)
-        bias = get_attr_value(gm, str(b.target)) if isinstance(b, fx.Node) and b.op == "get_attr" else None
-        _replace_by_nm(gm, site, nmw, bias)
+        _replace_by_nm(gm, site, pack_nm_codes(codes[:, :k], scale, n, m), site.bias_tensor(gm))
     drop_unused_attributes(gm, gm)
     gm.recompile()
     return gm

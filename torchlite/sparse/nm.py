@@ -25,7 +25,7 @@ weight is exactly W[o, g * m + j + o_j] = value of slot j of group g.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -132,6 +132,13 @@ def pack_nm(weight: torch.Tensor, n: int, m: int, *, int8: bool = False) -> NMWe
         kept = torch.clamp(torch.round(kept.float() / scale.unsqueeze(-1)), -127, 127).to(torch.int8)
     values = to_storage(kept)
     return NMWeight(values, _pack_positions(positions, m), scale, n, m, k)
+
+
+def pack_nm_codes(codes: torch.Tensor, scale: torch.Tensor, n: int, m: int) -> NMWeight:
+    """`NMWeight` with int8 values from N:M sparse int8 codes [out, in] and their per-row scale
+    (what per-channel int8 quantization of an N:M pruned weight stores: 0 stays 0)."""
+    nmw = pack_nm(codes.float(), n, m)
+    return replace(nmw, values=nmw.values.to(torch.int8), scale=scale.float().reshape(-1, 1))
 
 
 def _pack_positions(positions: torch.Tensor, m: int) -> torch.Tensor:
