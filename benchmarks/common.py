@@ -17,6 +17,13 @@ from torchlite.eval.lm import weight_bytes
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
 
+def compile_lite(model):
+    """torch.compile with the lite backend and no recipe: Inductor plus torchlite's lowerings, float
+    linears included (decode shapes as bandwidth-bound reductions, torchlite.inductor.dense). Every
+    speed comparison of compressed models compiles the baseline and the compressed model this way."""
+    return torch.compile(model, backend="lite", options={"recipe": "none"})
+
+
 def median_seconds(fn, *args, warmup: int = 3, iters: int = 25) -> float:
     for _ in range(warmup):
         fn(*args)

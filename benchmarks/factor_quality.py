@@ -3,7 +3,7 @@
 Methods: plain SVD, activation-aware (ASVD) and whitened (SVD-LLM-style) factorization, each with the
 global parameter budget split across layers by torchlite; the whitened model again with int8 weights.
 Calibration: WikiText-2 *valid*; perplexity: WikiText-2 *test* (first --tokens tokens, 512-token
-windows). Speed: the compressed model under torch.compile (Inductor + torchlite lowerings), batch 1:
+windows). Speed: the compressed model under torch.compile (backend 'lite' without a recipe: Inductor + torchlite lowerings, float linears included), batch 1:
 decode = greedy with a static KV cache (median step), prefill = one 512-token forward (median).
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import warnings
 import torch
 
 import torchlite
-from common import smollm2_and_wikitext, header, markdown, write_section
+from common import compile_lite, header, markdown, smollm2_and_wikitext, write_section
 from torchlite import Factor, Quantize, Recipe
 from torchlite.eval.lm import greedy_decode, perplexity, weight_bytes
 
@@ -32,7 +32,7 @@ def params(model: torch.nn.Module) -> int:
 @torch.no_grad()
 def speed(model, prompt, new_tokens: int, prefill_ids: torch.Tensor) -> tuple[float, float]:
     torch._dynamo.reset()
-    compiled = torch.compile(model)
+    compiled = compile_lite(model)
     greedy_decode(compiled, model.config, prompt, 2, desc="compile")
     decode = greedy_decode(compiled, model.config, prompt, new_tokens).tokens_per_second
     times = []
@@ -89,7 +89,7 @@ def main() -> int:
         "included); linear M = parameters of the "
         "linear layers after factoring (106.2 M factorable + 28.3 M tied lm_head before). Decode: batch-1 greedy "
         f"with a static KV cache, median of {args.new_tokens} steps; prefill: one 512-token forward, median of 3; "
-        "both under torch.compile (Inductor + torchlite's lowerings). Compress s: calibration + factorization.\n"
+        "both under torch.compile (backend 'lite' without a recipe: Inductor + torchlite's lowerings, float linears included). Compress s: calibration + factorization.\n"
     ), markdown(
         ["model", "params M", "linear M", "weight MB", "perplexity", "Δ %", "decode tok/s", "prefill tok/s", "compress s"],
         rows,

@@ -14,7 +14,7 @@ import warnings
 import torch
 
 import torchlite
-from common import header, markdown, median_seconds, read_bandwidth_gbs, write_section
+from common import compile_lite, header, markdown, median_seconds, read_bandwidth_gbs, write_section
 from torchlite.eval.lm import weight_bytes
 from torchlite.quant.linear import quantize_weight
 from torchlite.sparse import nm_mask, pack_nm
@@ -105,9 +105,11 @@ def sparse_vs_dense(model: Layers, iters: int) -> list[list[str]]:
     paths = {}  # name: (callable, weight bytes, name of the dense path it is compared with)
     torch._dynamo.reset()
     paths["dense fp32 (Inductor)"] = torch.compile(pruned), weight_bytes(pruned), None
+    torch._dynamo.reset()
+    paths["lite dense fp32 (no recipe)"] = compile_lite(pruned), weight_bytes(pruned), None
     sparse = NMLayers(pruned, 2, 4, int8=False)
     torch._dynamo.reset()
-    paths["lite 2:4 fp32"] = torch.compile(sparse), weight_bytes(sparse), "dense fp32 (Inductor)"
+    paths["lite 2:4 fp32"] = torch.compile(sparse), weight_bytes(sparse), "lite dense fp32 (no recipe)"
     torch._dynamo.reset()
     int8 = torch.compile(pruned, backend="lite", options={"recipe": "int8"})
     paths["lite int8 (dense)"] = int8, weight_bytes(torchlite.compress(pruned, "int8")), None
@@ -142,6 +144,8 @@ def variants(model: Layers):
     yield "fp32 eager", model, torch.float32, weight_bytes(model)
     torch._dynamo.reset()
     yield "fp32 Inductor", torch.compile(model), torch.float32, weight_bytes(model)
+    torch._dynamo.reset()
+    yield "lite fp32 (no recipe)", compile_lite(model), torch.float32, weight_bytes(model)
     bf16 = Layers(len(model.layers), *model.layers[0].weight.shape)
     bf16.load_state_dict(model.state_dict())
     bf16 = bf16.to(torch.bfloat16)

@@ -18,7 +18,7 @@ os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="torchlite-bench
 import torch  # noqa: E402
 
 import torchlite  # noqa: E402
-from common import header, llama_1b, markdown, quantize_dynamic_bytes, write_section  # noqa: E402
+from common import compile_lite, header, llama_1b, markdown, quantize_dynamic_bytes, write_section  # noqa: E402
 from torchlite.eval.lm import greedy_decode, weight_bytes  # noqa: E402
 
 warnings.filterwarnings("ignore")
@@ -35,6 +35,7 @@ def smollm2():
 
 def paths(model):
     yield "fp32 Inductor", lambda: torch.compile(model), weight_bytes(model)
+    yield "lite fp32 (no recipe)", lambda: compile_lite(model), weight_bytes(model)
     qdyn = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     yield "quantize_dynamic int8 (eager)", lambda: qdyn, quantize_dynamic_bytes(qdyn)
     for label, recipe in [("lite int8", "int8"), ("lite int4 g128", "int4")]:

@@ -3,7 +3,7 @@ quantization, in one run.
 
 Perplexity on WikiText-2 *test* (first --tokens tokens, 512-token windows); calibration on WikiText-2
 *valid* only (--calib sequences of 512 tokens). Decode: batch-1 greedy with a static KV cache under
-torch.compile (Inductor + torchlite's lowerings), median step.
+torch.compile (backend 'lite' without a recipe), median step.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import warnings
 import torch
 
 import torchlite
-from common import smollm2_and_wikitext, DOCS, header, markdown, quantize_dynamic_bytes, write_section
+from common import DOCS, compile_lite, header, markdown, quantize_dynamic_bytes, smollm2_and_wikitext, write_section
 from torchlite import Quantize, Recipe
 from torchlite.eval.lm import greedy_decode, perplexity, weight_bytes
 
@@ -59,7 +59,7 @@ def linear_bits_per_weight(model: torch.nn.Module) -> float:
 @torch.no_grad()
 def decode_speed(model, prompt, new_tokens: int) -> float:
     torch._dynamo.reset()
-    compiled = torch.compile(model)
+    compiled = compile_lite(model)
     greedy_decode(compiled, model.config, prompt, 2, desc="compile")
     return greedy_decode(compiled, model.config, prompt, new_tokens).tokens_per_second
 
@@ -123,7 +123,7 @@ def main() -> int:
         f"(512-token windows); GPTQ and AWQ calibrate on {args.calib} x 512 tokens of WikiText-2 valid. Bits/weight: "
         "stored bits of the linear layers per weight (codes, scales, zero points, AWQ input scales, VQ codebooks); weight MB: the "
         "whole model, with the 113 MB fp32 embedding. Decode: batch-1 greedy with a static KV cache, median of "
-        f"{args.new_tokens} steps, under torch.compile (Inductor + torchlite lowerings). Calib s: compress time "
+        f"{args.new_tokens} steps, under torch.compile (backend 'lite' without a recipe: Inductor + torchlite lowerings, float linears included). Calib s: compress time "
         "(activation statistics through the model, then the method; for VQ the k-means). The lm_head (tied to the embedding) is quantized "
         "as its own copy, as in every int8/int4 row. W8A8 static: one activation scale per layer from the "
         "calibration data. Auto mixed: per-layer int4 g128 or int8 from the sensitivity report (each layer "

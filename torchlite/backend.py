@@ -21,6 +21,7 @@ from . import inductor as _lowerings  # noqa: F401  (registers torchlite's Induc
 from .calibration import calibration_batches
 from .errors import TorchliteError
 from .graph.lift import TRAINABLE, lift_linear_weights
+from .inductor.dense import route_float_linears
 from .log import logger
 from .pipeline import apply_recipe
 from .recipe import Recipe, parse_recipe
@@ -84,6 +85,21 @@ def _inductor(gm: fx.GraphModule, example_inputs) -> Callable:
     return compile_fx(gm, example_inputs)
 
 
+def _compile(gm: fx.GraphModule, example_inputs) -> Callable:
+    """Inductor with torchlite's lowerings; for inference, float linears go through
+    `torchlite::linear` (decode shapes as a bandwidth-bound reduction, see torchlite.inductor.dense)."""
+    if torch.is_grad_enabled():
+        return _inductor(gm, example_inputs)
+    routed, count = route_float_linears(gm)
+    try:
+        compiled = _inductor(routed, example_inputs)
+    except Exception as exc:
+        logger.warning("lite: compiling with torchlite::linear failed (%s: %s); using plain Inductor", type(exc).__name__, exc)
+        return _inductor(gm, example_inputs)
+    logger.info("lite: %d floating-point linear(s) lowered through torchlite::linear", count)
+    return compiled
+
+
 def _register_sources(gm: fx.GraphModule, original: fx.GraphModule) -> None:
     """Give every constant of `gm` a Dynamo source, as AOTAutograd expects of a Dynamo graph."""
     sources = dict(getattr(original, "_param_name_to_source", None) or {})
@@ -104,7 +120,7 @@ def _drop_inputs(compiled: Callable, kept: list[int]) -> Callable:
 def lite(gm: fx.GraphModule, example_inputs, options: Mapping[str, Any] | None = None, **_: Any) -> Callable:
     recipe, calib = parse_options(options)
     if recipe.is_noop:
-        return _inductor(gm, example_inputs)
+        return _compile(gm, example_inputs)
     training = torch.is_grad_enabled()
     try:
         canonical, kept, notes = lift_linear_weights(gm, example_inputs, keep_trainable=training)
@@ -128,11 +144,11 @@ def lite(gm: fx.GraphModule, example_inputs, options: Mapping[str, Any] | None =
     for report in reports:
         logger.info("lite:\n%s", report)
     if not any(getattr(r, "layers", None) for r in reports):
-        logger.info("lite: nothing to rewrite in this graph; compiling with plain Inductor")
-        return _inductor(gm, example_inputs)
+        logger.info("lite: nothing to rewrite in this graph")
+        return _compile(gm, example_inputs)
     _register_sources(rewritten, gm)
     try:
-        compiled = _inductor(rewritten, [example_inputs[i] for i in kept])
+        compiled = _compile(rewritten, [example_inputs[i] for i in kept])
     except Exception as exc:
         logger.warning("lite: compiling the rewritten graph failed (%s: %s); using plain Inductor", type(exc).__name__, exc)
         return _inductor(gm, example_inputs)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from . import quant, sparse, vector  # noqa: F401  (registers the lowerings)
+from . import dense, quant, sparse, vector  # noqa: F401  (registers the lowerings)
 
 
 def _source_tag() -> str:

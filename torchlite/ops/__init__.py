@@ -2,7 +2,7 @@
 
 Importing this package registers `torch.ops.torchlite.*`.
 """
-from . import log, quant, sparse, vector  # noqa: F401  (registers the ops)
+from . import dense, log, quant, sparse, vector  # noqa: F401  (registers the ops)
 from .quant import dequantize, qlinear
 from .sparse import nm_linear
 

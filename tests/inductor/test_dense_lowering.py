@@ -1,0 +1,102 @@
+"""The floating-point linear (`torchlite::linear`): its lowering against F.linear, and the rewrite
+that routes a graph's float linears to it."""
+import pytest
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch._inductor.utils import run_and_get_code
+
+import torchlite  # noqa: F401  (registers ops and lowerings)
+from torchlite import TorchliteError
+from torchlite.inductor.dense import route_float_linears
+
+CASES = [
+    # x batch shape, out, in, bias, dtype
+    ((1,), 48, 64, True, torch.float32),
+    ((1, 1), 100, 576, False, torch.float32),
+    ((7,), 33, 128, True, torch.bfloat16),
+    ((2, 8), 64, 96, False, torch.float16),  # 16 rows: still the decode reduction
+    ((17,), 40, 64, True, torch.float32),  # past the decode rows: Inductor's GEMM
+    ((3, 40), 24, 80, False, torch.bfloat16),
+    ((1,), 24, 40, True, torch.float32),  # in_features not a whole number of vectors: GEMM
+]
+
+
+@pytest.mark.parametrize("batch, n, k, with_bias, dtype", CASES)
+def test_compiled_matches_eager(batch, n, k, with_bias, dtype):
+    w, b = torch.randn(n, k).to(dtype), torch.randn(n).to(dtype) if with_bias else None
+    x = torch.randn(*batch, k).to(dtype)
+
+    def f(x):
+        return torch.ops.torchlite.linear(x, w, b)
+
+    out, ref = torch.compile(f, fullgraph=True)(x), F.linear(x.float(), w.float(), None if b is None else b.float())
+    assert out.shape == (*batch, n) and out.dtype == dtype
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(out.float(), ref, rtol=tol, atol=tol * ref.abs().max().item())
+
+
+def test_decode_shape_is_one_reduction_without_gemm():
+    w, x = torch.randn(256, 512), torch.randn(1, 512)
+    _, (code,) = run_and_get_code(torch.compile(lambda x: torch.ops.torchlite.linear(x, w, None)), x)
+    call = code.split("def call")[1]
+    assert "extern_kernels" not in call and "torch.ops.torchlite" not in call, "the op must be lowered, not a GEMM/fallback"
+    assert "Vectorized<float>::loadu" in code
+
+
+def test_prefill_shape_uses_gemm():
+    w, x = torch.randn(256, 512), torch.randn(64, 512)
+    _, (code,) = run_and_get_code(torch.compile(lambda x: torch.ops.torchlite.linear(x, w, None)), x)
+    assert "extern_kernels" in code.split("def call")[1]
+
+
+def test_op_passes_opcheck_and_gradients():
+    x, w, b = torch.randn(3, 32, dtype=torch.double), torch.randn(8, 32, dtype=torch.double), torch.randn(8, dtype=torch.double)
+    torch.library.opcheck(torch.ops.torchlite.linear.default, (x, w, b))
+    args = [t.requires_grad_() for t in (x, w, b)]
+    assert torch.autograd.gradcheck(lambda *a: torch.ops.torchlite.linear(*a), args)
+
+
+@pytest.mark.parametrize(
+    "x, w, b, match",
+    [
+        (torch.randn(2, 16), torch.randn(4, 32), None, "x \\(2, 16\\) and weight \\(4, 32\\)"),
+        (torch.randn(2, 16), torch.randn(4, 16), torch.randn(5), "bias has shape \\(5,\\), expected \\(4,\\)"),
+        (torch.ones(2, 16, dtype=torch.int32), torch.randn(4, 16), None, "floating point"),
+    ],
+)
+def test_bad_input_is_a_clear_error(x, w, b, match):
+    with pytest.raises(TorchliteError, match=match):
+        torch.ops.torchlite.linear(x, w, b)
+
+
+class MLP(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Linear(64, 48)
+        self.b = torch.nn.Linear(48, 40, bias=False)  # in_features 48: three vectors
+        self.c = torch.nn.Linear(40, 8)  # in_features 40: left to Inductor's GEMM
+
+    def forward(self, x):
+        return self.c(F.relu(self.b(self.a(x))))
+
+
+def test_route_rewrites_float_linears_and_keeps_the_input_graph():
+    model, x = MLP().eval(), torch.randn(2, 64)
+    gm = torchlite.trace(model, (x,))
+    before = gm.code
+    routed, count = route_float_linears(gm)
+    targets = [n.target for n in routed.graph.nodes if n.op == "call_function"]
+    assert count == 2 and targets.count(torch.ops.torchlite.linear.default) == 2
+    assert gm.code == before, "the input graph is left as it was"
+    torch.testing.assert_close(routed(x), model(x))
+
+
+def test_route_leaves_non_float_weights():
+    graph = fx.Graph()
+    x = graph.placeholder("x")
+    w = graph.placeholder("w")
+    graph.output(graph.call_function(F.linear, (x, w)))
+    gm = fx.GraphModule(torch.nn.Module(), graph)
+    w.meta["val"] = torch.empty(8, 16, dtype=torch.int8)
+    assert route_float_linears(gm)[1] == 0

@@ -1,0 +1,81 @@
+"""Inductor lowering of `torchlite::linear`, and the graph rewrite that routes float linears to it.
+
+A batch-1 decode step reads every weight once, so it is bound by the bytes it reads; BLAS GEMV
+(MKL through `aten.mm`) reaches well under the machine's read bandwidth at these shapes. Decode-shaped
+calls (at most FUSED_MAX_ROWS rows, known at compile time) therefore lower to the same reduction as
+the quantized linears (`torchlite.inductor.quant`): weight row outer, a K loop of 64-element steps
+whose inner loop is one contiguous vector, float32 accumulation. Larger (prefill-shaped or symbolic)
+calls are compute-bound and use Inductor's GEMM, exactly as without torchlite.
+"""
+from __future__ import annotations
+
+import torch
+import torch.fx as fx
+from torch._inductor.lowering import lowerings, register_lowering, to_dtype
+from torch._inductor.virtualized import V, ops
+
+from ..graph.linear import LINEAR_FUNCTIONS
+from ..graph.module import clone, get_attr_value
+from ..ops import dense as _ops  # noqa: F401  (the op must exist before we register its lowering)
+from .quant import VEC, _fused_sum, weight_only_linear
+
+aten = torch.ops.aten
+
+
+class _FloatWeight:
+    """A float weight [N, K] seen through the loads `_fused_sum` makes (one block of K, unpacked)."""
+
+    packed = False
+
+    def __init__(self, weight):
+        self.load = weight.make_loader()
+        self.block = weight.get_size()[1]
+
+    def byte(self, n, k):
+        return self.load([n, k])
+
+    def _centered(self, stored, n, g):
+        return ops.to_dtype(stored, torch.float32)
+
+
+@register_lowering(torch.ops.torchlite.linear.default, type_promotion_kind=None)
+def _linear(x, weight, bias):
+    n_out, k = weight.get_size()
+
+    def dense(dtype):
+        return weight if weight.get_dtype() == dtype else to_dtype(weight, dtype)
+
+    def fused_sum(x2, m_rows):
+        return _fused_sum(x2, _FloatWeight(weight), n_out, m_rows, k, grouped=False)
+
+    if not V.graph.sizevars.statically_known_equals(k % VEC, 0):  # K not a whole number of vectors
+        out = lowerings[aten.mm](lowerings[aten.reshape](x, [-1, k]), lowerings[aten.permute](dense(x.get_dtype()), [1, 0]))
+        if bias is not None:
+            out = lowerings[aten.add](out, to_dtype(bias, x.get_dtype()))
+        return lowerings[aten.reshape](out, [*x.get_size()[:-1], n_out])
+    return weight_only_linear(x, bias, n_out, dense, fused_sum)
+
+
+def _weight(gm: fx.GraphModule, node) -> torch.Tensor | None:
+    if not isinstance(node, fx.Node):
+        return None
+    value = get_attr_value(gm, str(node.target)) if node.op == "get_attr" else node.meta.get("val", node.meta.get("example_value"))
+    return value if isinstance(value, torch.Tensor) else None
+
+
+def route_float_linears(gm: fx.GraphModule) -> tuple[fx.GraphModule, int]:
+    """A copy of `gm` in which every `F.linear(x, W, b)` with a 2-D floating-point W whose in_features
+    is a multiple of the vector width calls `torchlite::linear`; and how many were rewritten."""
+    new = clone(gm)
+    count = 0
+    for node in new.graph.nodes:
+        if node.op != "call_function" or node.target not in LINEAR_FUNCTIONS or node.kwargs:
+            continue
+        x, w, b = (list(node.args) + [None] * 3)[:3]
+        wt = _weight(new, w)
+        if wt is None or wt.dim() != 2 or not wt.is_floating_point() or not isinstance(wt.shape[1], int) or wt.shape[1] % VEC:
+            continue
+        node.target, node.args = torch.ops.torchlite.linear.default, (x, w, b)
+        count += 1
+    new.recompile()
+    return new, count
