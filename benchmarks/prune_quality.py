@@ -43,30 +43,58 @@ def variants():
 
 
 def torch_pruning_variants(model, example):
-    """The MLP-neuron ratios with Torch-Pruning (L2 magnitude, per layer), or nothing when it is not
-    installed. Its head pruning (num_heads with grouped-query attention) did not finish within 5 minutes
-    on a 2-layer toy Llama here, so heads have no peer row."""
+    """The structured ratios with Torch-Pruning (L2 magnitude), or nothing when it is not installed:
+    MLP neurons per layer through its MetaPruner, and whole KV groups ranked across layers through
+    its dependency graph (its MetaPruner's GQA mode removes query heads only, never KV heads)."""
     try:
         import torch_pruning as tp
     except ImportError:
         print("torch-pruning not installed: no peer rows (pip install -e '.[bench]')", file=sys.stderr)
         return
+    inputs = {"input_ids": example, "use_cache": False}
     for s in STRUCTURED:
         m = copy.deepcopy(model).requires_grad_(True)  # Torch-Pruning traces its dependency graph through autograd
         keep = [getattr(layer.mlp, n) for layer in m.model.layers for n in ("gate_proj", "up_proj")]
         ignored = [mod for mod in m.modules() if isinstance(mod, torch.nn.Linear) and mod not in keep]
         ignored += [m.model.embed_tokens]
-        _tp_prune(tp, m, example, s, ignored)
-        m.requires_grad_(False)
-        yield f"Torch-Pruning: MLP neurons {s:.0%}", m
+        pruner = tp.pruner.MetaPruner(
+            m, inputs, importance=tp.importance.GroupMagnitudeImportance(p=2), ignored_layers=ignored,
+            output_transform=lambda out: out.logits.sum(), pruning_ratio=s,
+        )
+        pruner.step()
+        yield f"Torch-Pruning: MLP neurons {s:.0%}", m.requires_grad_(False)
+    for s in STRUCTURED:
+        yield f"Torch-Pruning: heads (KV groups) {s:.0%}", _tp_kv_groups(tp, model, inputs, s)
 
 
-def _tp_prune(tp, model, example, ratio, ignored):
-    pruner = tp.pruner.MetaPruner(
-        model, example, importance=tp.importance.GroupMagnitudeImportance(p=2), ignored_layers=ignored,
-        output_transform=lambda out: out.logits.sum(), pruning_ratio=ratio,
-    )
-    pruner.step()
+def _tp_kv_groups(tp, model, inputs, ratio):
+    """`ratio` of all KV groups (a KV head and its query heads) removed with Torch-Pruning: each group
+    scored by GroupMagnitudeImportance(p=2) of its q_proj channels and their coupled layers (k/v follow
+    through Torch-Pruning's GQA index mapping), ranked across layers, every layer keeping one group."""
+    m = copy.deepcopy(model).requires_grad_(True)
+    m.set_attn_implementation("eager")  # Torch-Pruning finds GQA from repeat_kv's expand, which sdpa skips
+    graph = tp.DependencyGraph().build_dependency(m, example_inputs=inputs, output_transform=lambda out: out.logits.sum())
+    importance = tp.importance.GroupMagnitudeImportance(p=2)
+    attn, scores = [layer.self_attn for layer in m.model.layers], []
+    head_dim = m.config.head_dim
+    for li, a in enumerate(attn):
+        group = graph.get_pruning_group(a.q_proj, tp.prune_linear_out_channels, list(range(a.q_proj.out_features)))
+        per_kv = importance(group).view(a.k_proj.out_features // head_dim, -1).mean(1)
+        scores += [(float(v), li, j) for j, v in enumerate(per_kv)]
+    drop: dict[int, list[int]] = {}
+    for _, li, j in sorted(scores)[: round(ratio * len(scores))]:
+        drop.setdefault(li, []).append(j)
+    for li, groups in drop.items():  # one pruning call per layer: Torch-Pruning re-derives the mapping after each
+        a = attn[li]
+        kv = a.k_proj.out_features // head_dim
+        width = a.q_proj.out_features // kv
+        idxs = [c for j in sorted(groups)[: kv - 1] for c in range(j * width, (j + 1) * width)]
+        graph.get_pruning_group(a.q_proj, tp.prune_linear_out_channels, idxs).prune()
+        for proj in (a.k_proj, a.v_proj):  # the weights are right; out_features counted k/v's repeated indices
+            proj.out_features = proj.weight.shape[0]
+        assert a.q_proj.weight.shape[0] == a.o_proj.weight.shape[1] == a.k_proj.out_features * width // head_dim
+    m.set_attn_implementation("sdpa")
+    return m.requires_grad_(False)
 
 
 def linear_macs(model) -> int:
@@ -159,8 +187,11 @@ def main() -> int:
         "of 4). Neurons: per layer; heads: whole KV groups (3 query heads each, 3 groups per layer) ranked across "
         "layers (scope='global'); Wanda importance (consumer column norm × input norm), and one L2 (weight magnitude) "
         "row, the importance Torch-Pruning uses. Torch-Pruning 1.6.1 prunes the same MLP modules at the same ratios "
-        "(GroupMagnitudeImportance p=2) for MLP neurons; its GQA head pruning did not finish within 5 minutes on a 2-layer toy Llama here, so heads have no peer row. Decode: batch-1 greedy, static KV cache, median step; prefill: one 512-token "
-        f"forward; medians over {args.rounds} interleaved rounds under torch.compile (backend 'lite', no recipe), speedups against fp32. Target met: "
+        "(GroupMagnitudeImportance p=2) for MLP neurons, and removes whole KV groups at the same ratios through its "
+        "dependency graph (groups scored by the L2 magnitude of their q_proj channels and coupled layers, ranked across "
+        "layers; its MetaPruner GQA mode removes query heads only). Decode: batch-1 greedy, static KV cache, median "
+        f"step; prefill: one 512-token forward; medians over {args.rounds} interleaved rounds under torch.compile "
+        "(backend 'lite', no recipe), speedups against fp32. Target met: "
         "structured rows only, (decode speedup − 1) ≥ 0.8 × (bytes ratio − 1) and (prefill speedup − 1) ≥ "
         "0.8 × (linear FLOPs ratio − 1), linear FLOPs including the lm_head.\n"
     ), markdown(["model", "nonzero linear params (M)", "weight MB", "bytes ratio", "perplexity", "Δ %", "decode tok/s",

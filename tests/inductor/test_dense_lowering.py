@@ -18,7 +18,8 @@ CASES = [
     ((2, 8), 64, 96, False, torch.float16),  # 16 rows: still the decode reduction
     ((17,), 40, 64, True, torch.float32),  # past the decode rows: Inductor's GEMM
     ((3, 40), 24, 80, False, torch.bfloat16),
-    ((1,), 24, 40, True, torch.float32),  # in_features not a whole number of vectors: GEMM
+    ((1,), 24, 40, True, torch.float32),  # in_features not a whole number of vectors: loop with a tail
+    ((3,), 200, 37, False, torch.bfloat16),
 ]
 
 
@@ -36,8 +37,9 @@ def test_compiled_matches_eager(batch, n, k, with_bias, dtype):
     torch.testing.assert_close(out.float(), ref, rtol=tol, atol=tol * ref.abs().max().item())
 
 
-def test_decode_shape_is_one_reduction_without_gemm():
-    w, x = torch.randn(256, 512), torch.randn(1, 512)
+@pytest.mark.parametrize("k", [512, 100])
+def test_decode_shape_is_one_reduction_without_gemm(k):
+    w, x = torch.randn(256, k), torch.randn(1, k)
     _, (code,) = run_and_get_code(torch.compile(lambda x: torch.ops.torchlite.linear(x, w, None)), x)
     call = code.split("def call")[1]
     assert "extern_kernels" not in call and "torch.ops.torchlite" not in call, "the op must be lowered, not a GEMM/fallback"
@@ -75,7 +77,7 @@ class MLP(torch.nn.Module):
         super().__init__()
         self.a = torch.nn.Linear(64, 48)
         self.b = torch.nn.Linear(48, 40, bias=False)  # in_features 48: three vectors
-        self.c = torch.nn.Linear(40, 8)  # in_features 40: left to Inductor's GEMM
+        self.c = torch.nn.Linear(40, 8)  # in_features 40: a vector loop with a tail
 
     def forward(self, x):
         return self.c(F.relu(self.b(self.a(x))))
@@ -87,7 +89,7 @@ def test_route_rewrites_float_linears_and_keeps_the_input_graph():
     before = gm.code
     routed, count = route_float_linears(gm)
     targets = [n.target for n in routed.graph.nodes if n.op == "call_function"]
-    assert count == 2 and targets.count(torch.ops.torchlite.linear.default) == 2
+    assert count == 3 and targets.count(torch.ops.torchlite.linear.default) == 3
     assert gm.code == before, "the input graph is left as it was"
     torch.testing.assert_close(routed(x), model(x))
 

@@ -4,14 +4,16 @@ A batch-1 decode step reads every weight once, so it is bound by the bytes it re
 (MKL through `aten.mm`) reaches well under the machine's read bandwidth at these shapes. Decode-shaped
 calls (at most FUSED_MAX_ROWS rows, known at compile time) therefore lower to the same reduction as
 the quantized linears (`torchlite.inductor.quant`): weight row outer, a K loop of 64-element steps
-whose inner loop is one contiguous vector, float32 accumulation. Larger (prefill-shaped or symbolic)
+whose inner loop is one contiguous vector, float32 accumulation (K that is not a whole number of
+vectors: one vectorized loop over K with a tail, e.g. the second factor of a low-rank pair). Larger (prefill-shaped or symbolic)
 calls are compute-bound and use Inductor's GEMM, exactly as without torchlite.
 """
 from __future__ import annotations
 
 import torch
 import torch.fx as fx
-from torch._inductor.lowering import lowerings, register_lowering, to_dtype
+from torch._inductor import ir
+from torch._inductor.lowering import register_lowering, to_dtype
 from torch._inductor.virtualized import V, ops
 
 from ..graph.linear import LINEAR_FUNCTIONS
@@ -19,7 +21,6 @@ from ..graph.module import clone, get_attr_value
 from ..ops import dense as _ops  # noqa: F401  (the op must exist before we register its lowering)
 from .quant import VEC, _fused_sum, weight_only_linear
 
-aten = torch.ops.aten
 
 
 class _FloatWeight:
@@ -38,21 +39,36 @@ class _FloatWeight:
         return ops.to_dtype(stored, torch.float32)
 
 
+def _plain_sum(x2, weight, n_out, m_rows, k):
+    """acc[n, m] = sum_k x[m, k] * W[n, k] as one reduction over K (vectorized with a tail loop): for
+    K that is not a whole number of vectors."""
+    x, w, f32 = x2.make_loader(), weight.make_loader(), torch.float32
+
+    def inner(index, rindex):
+        (n, m), (j,) = index, rindex
+        return ops.mul(ops.to_dtype(x([m, j]), f32), ops.to_dtype(w([n, j]), f32))
+
+    acc = ir.Reduction.create(
+        device=x2.get_device(), dst_dtype=f32, src_dtype=f32, inner_fn=inner,
+        ranges=[n_out, m_rows], reduction_ranges=[k], reduction_type="sum",
+    )
+    acc.realize()
+    return acc
+
+
 @register_lowering(torch.ops.torchlite.linear.default, type_promotion_kind=None)
 def _linear(x, weight, bias):
     n_out, k = weight.get_size()
+    whole_vectors = V.graph.sizevars.statically_known_equals(k % VEC, 0)
 
     def dense(dtype):
         return weight if weight.get_dtype() == dtype else to_dtype(weight, dtype)
 
     def fused_sum(x2, m_rows):
-        return _fused_sum(x2, _FloatWeight(weight), n_out, m_rows, k, grouped=False)
+        if whole_vectors:
+            return _fused_sum(x2, _FloatWeight(weight), n_out, m_rows, k, grouped=False)
+        return _plain_sum(x2, weight, n_out, m_rows, k)
 
-    if not V.graph.sizevars.statically_known_equals(k % VEC, 0):  # K not a whole number of vectors
-        out = lowerings[aten.mm](lowerings[aten.reshape](x, [-1, k]), lowerings[aten.permute](dense(x.get_dtype()), [1, 0]))
-        if bias is not None:
-            out = lowerings[aten.add](out, to_dtype(bias, x.get_dtype()))
-        return lowerings[aten.reshape](out, [*x.get_size()[:-1], n_out])
     return weight_only_linear(x, bias, n_out, dense, fused_sum)
 
 
@@ -64,8 +80,8 @@ def _weight(gm: fx.GraphModule, node) -> torch.Tensor | None:
 
 
 def route_float_linears(gm: fx.GraphModule) -> tuple[fx.GraphModule, int]:
-    """A copy of `gm` in which every `F.linear(x, W, b)` with a 2-D floating-point W whose in_features
-    is a multiple of the vector width calls `torchlite::linear`; and how many were rewritten."""
+    """A copy of `gm` in which every `F.linear(x, W, b)` with a 2-D floating-point W calls
+    `torchlite::linear`; and how many were rewritten."""
     new = clone(gm)
     count = 0
     for node in new.graph.nodes:
@@ -73,7 +89,7 @@ def route_float_linears(gm: fx.GraphModule) -> tuple[fx.GraphModule, int]:
             continue
         x, w, b = (list(node.args) + [None] * 3)[:3]
         wt = _weight(new, w)
-        if wt is None or wt.dim() != 2 or not wt.is_floating_point() or not isinstance(wt.shape[1], int) or wt.shape[1] % VEC:
+        if wt is None or wt.dim() != 2 or not wt.is_floating_point() or not isinstance(wt.shape[1], int):
             continue
         node.target, node.args = torch.ops.torchlite.linear.default, (x, w, b)
         count += 1
