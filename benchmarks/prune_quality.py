@@ -21,7 +21,7 @@ import warnings
 import torch
 
 import torchlite
-from common import compile_lite, header, markdown, smollm2_and_wikitext, write_section
+from common import FRESH_COPY, compile_lite, header, markdown, smollm2_and_wikitext, write_section
 from torchlite import Prune, Recipe
 from torchlite.eval.lm import greedy_decode, perplexity, weight_bytes
 
@@ -135,10 +135,11 @@ def main() -> int:
         return 1
     model, tok, test_ids, calib = loaded
     torch._dynamo.config.recompile_limit = 64  # several models share one forward code object
+    torch._dynamo.config.automatic_dynamic_shapes = False  # each model gets its own static-shape graph
     torch._dynamo.config.accumulated_recompile_limit = 1024
     torch.manual_seed(0)
     batches = [{"input_ids": ids, "use_cache": False} for ids in calib]
-    models, quality = {"fp32": model}, {}
+    models, quality = {"fp32": copy.deepcopy(model)}, {}  # see common.FRESH_COPY
     for label, cfg in variants():
         start = time.perf_counter()
         models[label] = torchlite.compress(model, Recipe(prune=cfg), calib=batches)
@@ -194,7 +195,7 @@ def main() -> int:
         "(backend 'lite', no recipe), speedups against fp32. Target met: "
         "structured rows only, (decode speedup − 1) ≥ 0.8 × (bytes ratio − 1) and (prefill speedup − 1) ≥ "
         "0.8 × (linear FLOPs ratio − 1), linear FLOPs including the lm_head.\n"
-    ), markdown(["model", "nonzero linear params (M)", "weight MB", "bytes ratio", "perplexity", "Δ %", "decode tok/s",
+    ), FRESH_COPY + "\n", markdown(["model", "nonzero linear params (M)", "weight MB", "bytes ratio", "perplexity", "Δ %", "decode tok/s",
                  "prefill tok/s", "FLOPs ratio", "prune s", "target met"], rows)]
     write_section("prune_quality", "\n".join(body))
     return 0

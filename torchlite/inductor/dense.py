@@ -5,8 +5,8 @@ A batch-1 decode step reads every weight once, so it is bound by the bytes it re
 calls (at most FUSED_MAX_ROWS rows, known at compile time) therefore lower to the same reduction as
 the quantized linears (`torchlite.inductor.quant`): weight row outer, a K loop of 64-element steps
 whose inner loop is one contiguous vector, float32 accumulation (K that is not a whole number of
-vectors: one vectorized loop over K with a tail, e.g. the second factor of a low-rank pair). Larger (prefill-shaped or symbolic)
-calls are compute-bound and use Inductor's GEMM, exactly as without torchlite.
+vectors: one vectorized loop over K with a tail, e.g. the second factor of a low-rank pair). Larger
+(prefill-shaped or symbolic) calls are compute-bound and use Inductor's GEMM, as without torchlite.
 """
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from ..graph.linear import LINEAR_FUNCTIONS
 from ..graph.module import clone, get_attr_value
 from ..ops import dense as _ops  # noqa: F401  (the op must exist before we register its lowering)
 from .quant import VEC, _fused_sum, weight_only_linear
-
 
 
 class _FloatWeight:
@@ -75,7 +74,10 @@ def _linear(x, weight, bias):
 def _weight(gm: fx.GraphModule, node) -> torch.Tensor | None:
     if not isinstance(node, fx.Node):
         return None
-    value = get_attr_value(gm, str(node.target)) if node.op == "get_attr" else node.meta.get("val", node.meta.get("example_value"))
+    if node.op == "get_attr":
+        value = get_attr_value(gm, str(node.target))
+    else:
+        value = node.meta.get("val", node.meta.get("example_value"))
     return value if isinstance(value, torch.Tensor) else None
 
 
