@@ -18,8 +18,8 @@ DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
 
 FRESH_COPY = (
-    "The fp32 baseline is a deepcopy of the loaded model, allocated like the compressed models: the "
-    "model as loaded decoded ~5 % slower than an identical deepcopy of it in the same process here."
+    "The fp32 baseline is a deepcopy of the loaded model, allocated like the compressed models: in a "
+    "side check the model as loaded decoded slower than an identical deepcopy of it in the same process."
 )
 
 

@@ -41,7 +41,7 @@ def greedy_decode(
     graph. The prompt is fed token by token through the same graph. `kv_heads`: the KV heads of each
     layer when they differ from the config's (after head pruning). Steps after the first two skip
     Dynamo's guard evaluation (`skip_guard_eval_unsafe`): nothing a guard checks changes between
-    steps, and evaluating them costs ~1.5 ms per step on SmolLM2."""
+    steps, and on a small model evaluating them is a visible part of a step."""
     from transformers import StaticCache
 
     if len(prompt_ids) + new_tokens > max_cache_len:

@@ -79,13 +79,13 @@ def _(qdata, scale, zero, bits, group_size, in_features, dtype):
     return qdata.new_empty((qdata.shape[0], in_features), dtype=dtype)
 
 
-def check_x(x: torch.Tensor, in_features: int) -> None:
+def check_x(x: torch.Tensor, in_features: int, op: str = "qlinear") -> None:
     if x.dim() < 1 or x.shape[-1] != in_features:
         raise TorchliteError(
-            f"qlinear got an input of shape {tuple(x.shape)}; its last dimension must be in_features={in_features}"
+            f"{op} got an input of shape {tuple(x.shape)}; its last dimension must be in_features={in_features}"
         )
     if not x.is_floating_point():
-        raise TorchliteError(f"qlinear needs a floating-point input, got {x.dtype}")
+        raise TorchliteError(f"{op} needs a floating-point input, got {x.dtype}")
 
 
 @torch.library.custom_op("torchlite::qlinear", mutates_args=())

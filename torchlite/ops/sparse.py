@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from ..errors import TorchliteError
 from ..sparse.nm import NMWeight, check_nm, index_layout, positions_of, unpack_nm
+from .quant import check_x
 
 
 def check_nm_storage(values, indices, scale, bias, n: int, m: int, in_features: int) -> None:
@@ -40,14 +41,6 @@ def check_nm_storage(values, indices, scale, bias, n: int, m: int, in_features: 
         raise TorchliteError(f"bias has shape {tuple(bias.shape)}, expected ({out},)")
 
 
-def _check_x(x: torch.Tensor, in_features: int) -> None:
-    if x.dim() < 1 or x.shape[-1] != in_features or not x.is_floating_point():
-        raise TorchliteError(
-            f"nm_linear got an input {x.dtype} {tuple(x.shape)}; it needs a floating-point input whose last "
-            f"dimension is in_features={in_features}"
-        )
-
-
 @torch.library.custom_op("torchlite::nm_linear", mutates_args=())
 def nm_linear(
     x: torch.Tensor,
@@ -59,7 +52,7 @@ def nm_linear(
     m: int,
     in_features: int,
 ) -> torch.Tensor:
-    _check_x(x, in_features)
+    check_x(x, in_features, "nm_linear")
     check_nm_storage(values, indices, scale, bias, n, m, in_features)
     nmw = NMWeight(values, indices, scale, n, m, in_features)
     if (positions_of(nmw) >= m).any():
@@ -70,7 +63,7 @@ def nm_linear(
 
 @nm_linear.register_fake
 def _(x, values, indices, scale, bias, n, m, in_features):
-    _check_x(x, in_features)
+    check_x(x, in_features, "nm_linear")
     check_nm_storage(values, indices, scale, bias, n, m, in_features)
     return x.new_empty((*x.shape[:-1], values.shape[0]))
 
