@@ -17,6 +17,7 @@ import torch
 from torch._inductor import ir
 from torch._inductor.lowering import lowerings, register_lowering, to_dtype
 from torch._inductor.virtualized import V, ops
+from torch.utils._sympy.functions import FloorDiv, ModularIndexing
 
 from ..ops import sparse as _ops  # noqa: F401  (the op must exist before we register its lowering)
 from ..sparse.nm import group_block, index_layout, offset_bits
@@ -46,8 +47,10 @@ class _NMWeight:
         self.pair_code = (n, m) == (2, 4)
 
     def _column(self, entry, entries, g):
+        # Inductor's FloorDiv / ModularIndexing, not sympy's // and %: only these simplify against the
+        # loop ranges (g = 16 * block + lane -> block, lane), which keeps the loads contiguous vectors
         b = self.block
-        return (g // b) * (entries * b) + entry * b + g % b
+        return FloorDiv(g, b) * (entries * b) + entry * b + ModularIndexing(g, 1, b)
 
     def value(self, o, j, g):
         return ops.to_dtype(self.v([o, self._column(j, self.n, g)]), f32)
@@ -100,7 +103,7 @@ class _NMWeight:
 
     def dense(self, o, k):
         """W[o, k] (float32, scale not applied) for an arbitrary k: the slot whose position is k's, or 0."""
-        g, r = k // self.m, k % self.m
+        g, r = FloorDiv(k, self.m), ModularIndexing(k, 1, self.m)
         zero = ops.constant(0.0, f32)
         total = zero
         for j in range(self.n):
