@@ -105,6 +105,8 @@ def linear_macs(model) -> int:
             total += m.weight.numel()
         elif isinstance(m, torchlite.SparseLinear):
             total += m.values.numel()
+        elif isinstance(m, torchlite.QuantizedLinear):
+            total += m.in_features * m.out_features
     return total
 
 

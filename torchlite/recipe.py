@@ -339,6 +339,8 @@ class Prune:
     scope: "layer" (each layer or group pruned to `sparsity`) or "global" (one ranking across all).
     schedule: None (one shot) or a Schedule (or dict) for iterative pruning.
     exclude: layer names (or suffixes, or glob patterns) to leave dense.
+    round_to: structured pruning keeps a multiple of this many units per group (at least one
+        multiple), e.g. 16 or 64 so shrunk widths stay whole vectors / GEMM tiles; 1: exact sparsity.
     """
 
     sparsity: float | None = None
@@ -349,11 +351,12 @@ class Prune:
     scope: str = "layer"
     schedule: Schedule | None = None
     exclude: tuple[str, ...] = ()
+    round_to: int = 1
 
     def __post_init__(self) -> None:
         if self.structure not in PRUNE_STRUCTURES:
             raise TorchliteError(f"Prune.structure={self.structure!r} is unknown; allowed: {', '.join(PRUNE_STRUCTURES)}")
-        for key in ("n", "m"):
+        for key in ("n", "m", "round_to"):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise TorchliteError(f"Prune.{key}={v!r} must be a positive int")
@@ -382,6 +385,8 @@ class Prune:
             schedule = _from_dict(Schedule, "prune.schedule", schedule)
         if schedule is not None and not isinstance(schedule, Schedule):
             raise TorchliteError(f"Prune.schedule must be None, a Schedule or a dict, not {type(schedule).__name__}")
+        if self.round_to != 1 and not self.structured:
+            raise TorchliteError(f"Prune.round_to applies to structured pruning, not structure={self.structure!r}")
         if schedule is not None and self.structure == "n:m":
             raise TorchliteError("Prune n:m is one shot (the pattern is fixed); drop the schedule")
         object.__setattr__(self, "schedule", schedule)

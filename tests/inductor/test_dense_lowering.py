@@ -20,6 +20,8 @@ CASES = [
     ((3, 40), 24, 80, False, torch.bfloat16),
     ((1,), 24, 40, True, torch.float32),  # in_features not a whole number of vectors: loop with a tail
     ((3,), 200, 37, False, torch.bfloat16),
+    ((1,), 24, 150, True, torch.float32),  # 128 in the unrolled loop, a tail of 22 in a plain one
+    ((4,), 8, 70, False, torch.bfloat16),
 ]
 
 

@@ -142,7 +142,28 @@ def test_iterative_structured_reaches_the_target():
     assert report.layers[0].shape_before == (40, 8) and report.layers[0].shape_after == (20, 8)
 
 
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_round_to_keeps_whole_multiples_and_equals_masking(scope):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 100), torch.nn.GELU(), torch.nn.Linear(100, 8))
+    x = torch.randn(3, 8)
+    gm = torchlite.trace(model, (x,))
+    new, report = torchlite.passes.prune(gm, Prune(structure="neuron", sparsity=0.3, round_to=16, scope=scope))
+    (group,) = report.groups
+    assert group.kept == 64  # 70 kept units rounded to the nearest multiple of 16
+    assert report.layers[0].shape_after == (64, 8) and report.layers[1].shape_after == (8, 64)
+    with torch.no_grad():
+        masked = torch.nn.Sequential(*(torch.nn.Linear(a.in_features, a.out_features) for a in (model[0], model[2])))
+        masked.load_state_dict({k.replace("2.", "1."): v for k, v in model.state_dict().items()})
+        masked[0].weight[group.removed] = 0
+        masked[0].bias[group.removed] = 0
+        ref = masked[1](torch.nn.functional.gelu(masked[0](x)))
+    torch.testing.assert_close(new(x), ref)
+
+
 @pytest.mark.parametrize("kwargs, message", [
+    ({"structure": "neuron", "round_to": 0}, "positive"),
+    ({"round_to": 16}, "structured"),
     ({"sparsity": 1.0}, "[0, 1)"),
     ({"sparsity": -0.1}, "[0, 1)"),
     ({"structure": "rows"}, "allowed"),

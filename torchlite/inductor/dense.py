@@ -5,7 +5,8 @@ A batch-1 decode step reads every weight once, so it is bound by the bytes it re
 calls (at most FUSED_MAX_ROWS rows, known at compile time) therefore lower to the same reduction as
 the quantized linears (`torchlite.inductor.quant`): weight row outer, a K loop of 64-element steps
 whose inner loop is one contiguous vector, float32 accumulation (K that is not a whole number of
-vectors: one vectorized loop over K with a tail, e.g. the second factor of a low-rank pair). Larger
+vectors, e.g. a pruned MLP width or the second factor of a low-rank pair: that loop over the largest
+multiple of 64, plus one vectorized loop with a tail for the rest). Larger
 (prefill-shaped or symbolic) calls are compute-bound and use Inductor's GEMM, as without torchlite.
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 import torch.fx as fx
 from torch._inductor import ir
 from torch._inductor.lowering import register_lowering, to_dtype
-from torch._inductor.virtualized import V, ops
+from torch._inductor.virtualized import ops
 
 from ..graph.linear import LINEAR_FUNCTIONS
 from ..graph.module import clone, get_attr_value
@@ -23,13 +24,14 @@ from .quant import VEC, _fused_sum, weight_only_linear
 
 
 class _FloatWeight:
-    """A float weight [N, K] seen through the loads `_fused_sum` makes (one block of K, unpacked)."""
+    """A float weight [N, K] seen through the loads `_fused_sum` makes (its first `block` columns as
+    one block, unpacked)."""
 
     packed = False
 
-    def __init__(self, weight):
+    def __init__(self, weight, block):
         self.load = weight.make_loader()
-        self.block = weight.get_size()[1]
+        self.block = block
 
     def byte(self, n, k):
         return self.load([n, k])
@@ -38,18 +40,18 @@ class _FloatWeight:
         return ops.to_dtype(stored, torch.float32)
 
 
-def _plain_sum(x2, weight, n_out, m_rows, k):
-    """acc[n, m] = sum_k x[m, k] * W[n, k] as one reduction over K (vectorized with a tail loop): for
-    K that is not a whole number of vectors."""
+def _plain_sum(x2, weight, n_out, m_rows, start, stop):
+    """acc[n, m] = sum over k in [start, stop) of x[m, k] * W[n, k], one reduction (vectorized, with
+    a tail loop when the length is not a whole number of vectors)."""
     x, w, f32 = x2.make_loader(), weight.make_loader(), torch.float32
 
     def inner(index, rindex):
         (n, m), (j,) = index, rindex
-        return ops.mul(ops.to_dtype(x([m, j]), f32), ops.to_dtype(w([n, j]), f32))
+        return ops.mul(ops.to_dtype(x([m, start + j]), f32), ops.to_dtype(w([n, start + j]), f32))
 
     acc = ir.Reduction.create(
         device=x2.get_device(), dst_dtype=f32, src_dtype=f32, inner_fn=inner,
-        ranges=[n_out, m_rows], reduction_ranges=[k], reduction_type="sum",
+        ranges=[n_out, m_rows], reduction_ranges=[stop - start], reduction_type="sum",
     )
     acc.realize()
     return acc
@@ -58,15 +60,25 @@ def _plain_sum(x2, weight, n_out, m_rows, k):
 @register_lowering(torch.ops.torchlite.linear.default, type_promotion_kind=None)
 def _linear(x, weight, bias):
     n_out, k = weight.get_size()
-    whole_vectors = V.graph.sizevars.statically_known_equals(k % VEC, 0)
+    # K = a whole number of vectors: one unrolled reduction. Otherwise the unrolled reduction covers
+    # the largest multiple of 4 vectors and a plain one the rest (a single plain loop over all of K is
+    # bound by its accumulator's latency). Symbolic K: the plain loop.
+    main = 0 if not getattr(k, "is_number", True) else int(k) if k % VEC == 0 else int(k) // (4 * VEC) * (4 * VEC)
 
     def dense(dtype):
         return weight if weight.get_dtype() == dtype else to_dtype(weight, dtype)
 
     def fused_sum(x2, m_rows):
-        if whole_vectors:
-            return _fused_sum(x2, _FloatWeight(weight), n_out, m_rows, k, grouped=False)
-        return _plain_sum(x2, weight, n_out, m_rows, k)
+        if main == 0:
+            return _plain_sum(x2, weight, n_out, m_rows, 0, k)
+        acc = _fused_sum(x2, _FloatWeight(weight, main), n_out, m_rows, main, grouped=False)
+        if main == k:
+            return acc
+        head, tail = acc.make_loader(), _plain_sum(x2, weight, n_out, m_rows, main, k).make_loader()
+        return ir.Pointwise.create(
+            device=x2.get_device(), dtype=torch.float32, ranges=[n_out, m_rows],
+            inner_fn=lambda idx: ops.add(head(idx), tail(idx)),
+        )
 
     return weight_only_linear(x, bias, n_out, dense, fused_sum)
 

@@ -338,6 +338,7 @@ def _prune_groups(gm, cfg: Prune, sparsity: float, all_sites, scores, report: Pr
         for g in chosen:
             first = (original or {}).get(g.name, g.units)
             removals[g.name] = max(0, imp.pruned_count(first, sparsity) - (first - g.units))
+    removals = {name: imp.rounded_removals(unit_scores[name].numel(), r, cfg.round_to) for name, r in removals.items()}
     sites = [s for g in chosen for s in g.producers + g.consumers]
     before = {s.name: (tuple(s.weight_tensor.shape), s.bias_tensor(gm) is not None, s.weight_tensor.element_size()) for s in sites}
     for g in chosen:

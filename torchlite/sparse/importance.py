@@ -78,6 +78,15 @@ def kept_units(scores: torch.Tensor, n_remove: int) -> list[int]:
     return keep.nonzero().reshape(-1).tolist()
 
 
+def rounded_removals(units: int, n_remove: int, round_to: int) -> int:
+    """Units to remove so the kept count is the multiple of `round_to` nearest to units - n_remove
+    (at least `round_to`; all units when fewer than `round_to` exist)."""
+    if round_to == 1 or units <= round_to:
+        return n_remove
+    keep = max(round_to, round((units - n_remove) / round_to) * round_to)
+    return units - min(keep, units)
+
+
 def global_unit_removals(scores: dict[str, torch.Tensor], sparsity: float) -> dict[str, int]:
     """Units to remove per group under one ranking across groups. Scores are normalized by their
     group's mean (groups differ in scale); every group keeps at least one unit."""
