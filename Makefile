@@ -32,12 +32,14 @@ test-slow: venv
 bench: venv
 	$(PIP) -e ".[bench]"
 	cd benchmarks && HF_HUB_OFFLINE=1 ../$(PY) linear_decode.py
+	cd benchmarks && HF_HUB_OFFLINE=1 ../$(PY) nm_decode.py
 	cd benchmarks && HF_HUB_OFFLINE=1 ../$(PY) model_decode.py
 	cd benchmarks && HF_HUB_OFFLINE=1 ../$(PY) quant_quality.py
 	cd benchmarks && HF_HUB_OFFLINE=1 ../$(PY) factor_quality.py
 	cd benchmarks && HF_HUB_OFFLINE=1 ../$(PY) factor_speed.py
 	cd benchmarks && HF_HUB_OFFLINE=1 ../$(PY) factor_speed.py --model llama-1b
 	cd benchmarks && HF_HUB_OFFLINE=1 ../$(PY) prune_quality.py
+	cd benchmarks && HF_HUB_OFFLINE=1 ../$(PY) prune_speed.py
 	cd benchmarks && HF_HUB_OFFLINE=1 ../$(PY) quant_quality.py --codebooks-only --calib 1
 	cd benchmarks && HF_HUB_OFFLINE=1 ../$(PY) gptq_time.py
 

@@ -205,15 +205,19 @@ def _scores(gm, cfg: Prune, sites: list[LinearSite], batches) -> dict[str, torch
 
 
 def _prune_weights(gm, cfg: Prune, sparsity: float, sites, scores, report: PruneReport, pack: bool) -> dict[str, torch.Tensor]:
-    """Unstructured and N:M. Returns the keep-mask of each layer."""
-    magnitude = {k: v.abs() for k, v in scores.items()}  # Taylor's signed products rank by |g w|
-    if cfg.structure == "n:m":
-        masks = {name: nm_mask(s, cfg.n, cfg.m) for name, s in magnitude.items()}
-    elif cfg.scope == "global":
-        masks = imp.global_masks(magnitude, sparsity)
-    else:
-        masks = {name: imp.layer_mask(s, sparsity, per_row=cfg.importance == "wanda") for name, s in magnitude.items()}
+    """Unstructured and N:M. Returns the keep-mask of each layer. Consumes `scores` (made absolute in
+    place and dropped layer by layer, so a large model holds one extra copy of its weights, not three)."""
+    for v in scores.values():
+        v.abs_()  # fresh tensors from weight_scores; Taylor's signed products rank by |g w|
+    masks = imp.global_masks(scores, sparsity) if cfg.scope == "global" and cfg.structure != "n:m" else {}
     for site in sites:
+        if site.name not in masks:
+            s = scores.pop(site.name)
+            if cfg.structure == "n:m":
+                masks[site.name] = nm_mask(s, cfg.n, cfg.m)
+            else:
+                masks[site.name] = imp.layer_mask(s, sparsity, per_row=cfg.importance == "wanda")
+            del s
         w = site.weight_tensor
         pruned = (w.detach() * masks[site.name]).to(w.dtype)
         bias = site.bias_tensor(gm)
