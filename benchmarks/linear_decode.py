@@ -59,6 +59,13 @@ CODEBOOK_ROWS = [
 ]
 
 
+def layer_stacks(fp32_gib: float):
+    """(n, k, count, Layers) per decode shape: as many Linear(k, n) layers as make `fp32_gib` GiB."""
+    for n, k in [(11008, 4096), (4096, 4096)]:
+        count = max(2, round(fp32_gib * 2**30 / (n * k * 4)))
+        yield n, k, count, Layers(count, n, k).eval().requires_grad_(False)
+
+
 def compiled_with(model, **inductor_config):
     """torch.compile(model) whose (first-call) compilation runs under the given Inductor config."""
     compiled = torch.compile(model)
@@ -125,9 +132,7 @@ def main() -> None:
         "byte/weight, int4: 0.5 byte + scales); % roofline = that over the read bandwidth measured in the same "
         "run (best of `sum` and fp32 `mv` over 1 GiB).\n"
     )
-    for n, k in [(11008, 4096), (4096, 4096)]:
-        count = max(2, round(args.fp32_bytes * 2**30 / (n * k * 4)))
-        model = Layers(count, n, k).eval().requires_grad_(False)
+    for n, k, count, model in layer_stacks(args.fp32_bytes):
         for m in (1, 8):
             rows = []
             with torch.no_grad():

@@ -15,7 +15,7 @@ import torch
 
 import torchlite
 from common import compile_lite, header, markdown, write_section
-from linear_decode import Layers
+from linear_decode import Layers, layer_stacks
 from torchlite.eval.lm import weight_bytes
 from torchlite.sparse import nm_mask, pack_nm
 
@@ -101,9 +101,7 @@ def main() -> None:
         "(issue 4): sparse / dense ≥ 1.3x for the same value dtype, dense fp32 being torchlite's own float "
         "reduction (`lite dense fp32`); Inductor's fp32 linear (MKL) is shown for reference.\n"
     )]
-    for n, k in [(11008, 4096), (4096, 4096)]:
-        count = max(2, round(args.fp32_bytes * 2**30 / (n * k * 4)))
-        model = Layers(count, n, k).eval().requires_grad_(False)
+    for n, k, count, model in layer_stacks(args.fp32_bytes):
         sections.append(
             f"### W=[{n},{k}] x {count} layers, x=[1,{k}]\n\n"
             + markdown(["path", "ms/layer", "GB/s", "sparse / dense speed"], sparse_vs_dense(model, args.iters))

@@ -57,13 +57,20 @@ def _plain_sum(x2, weight, n_out, m_rows, start, stop):
     return acc
 
 
+def _unrolled_length(k) -> int:
+    """How much of K the unrolled reduction covers: all of it when K is a whole number of vectors,
+    else the largest multiple of 4 vectors (a plain loop takes the rest; one plain loop over all of K
+    is bound by its accumulator's latency); 0 for a symbolic K (the plain loop only)."""
+    if not getattr(k, "is_number", True):
+        return 0
+    k = int(k)
+    return k if k % VEC == 0 else k // (4 * VEC) * (4 * VEC)
+
+
 @register_lowering(torch.ops.torchlite.linear.default, type_promotion_kind=None)
 def _linear(x, weight, bias):
     n_out, k = weight.get_size()
-    # K = a whole number of vectors: one unrolled reduction. Otherwise the unrolled reduction covers
-    # the largest multiple of 4 vectors and a plain one the rest (a single plain loop over all of K is
-    # bound by its accumulator's latency). Symbolic K: the plain loop.
-    main = 0 if not getattr(k, "is_number", True) else int(k) if k % VEC == 0 else int(k) // (4 * VEC) * (4 * VEC)
+    main = _unrolled_length(k)
 
     def dense(dtype):
         return weight if weight.get_dtype() == dtype else to_dtype(weight, dtype)

@@ -80,7 +80,7 @@ def kept_units(scores: torch.Tensor, n_remove: int) -> list[int]:
 
 def rounded_removals(units: int, n_remove: int, round_to: int) -> int:
     """Units to remove so the kept count is the multiple of `round_to` nearest to units - n_remove
-    (at least `round_to`; all units when fewer than `round_to` exist)."""
+    (at least `round_to`, at most all units). A group of at most `round_to` units is not rounded."""
     if round_to == 1 or units <= round_to:
         return n_remove
     keep = max(round_to, round((units - n_remove) / round_to) * round_to)
