@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from torchlite.eval.lm import weight_bytes
+from torchlite.eval.lm import Decode, greedy_decode, lockstep_decode, step_speedup, weight_bytes
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
@@ -28,6 +28,53 @@ def compile_lite(model):
     linears included (decode shapes as bandwidth-bound reductions, torchlite.inductor.dense). Every
     speed comparison of compressed models compiles the baseline and the compressed model this way."""
     return torch.compile(model, backend="lite", options={"recipe": "none"})
+
+
+class Interleaved:
+    """Decode and prefill speed of several models measured side by side (`measure_interleaved`)."""
+
+    def __init__(self, decode: dict[str, Decode], prefill: dict[str, list[float]]):
+        self.decode, self.prefill = decode, prefill
+
+    def decode_tps(self, name: str) -> float:
+        return self.decode[name].tokens_per_second
+
+    def prefill_tps(self, name: str, tokens: int) -> float:
+        return tokens / statistics.median(self.prefill[name])
+
+    def decode_speedup(self, name: str, base: str) -> float:
+        """Median over decode positions of base's step time / name's (the two ran in lockstep)."""
+        return step_speedup(self.decode[base], self.decode[name])
+
+    def prefill_speedup(self, name: str, base: str) -> float:
+        """Median over rounds of base's prefill time / name's (the two ran in the same round)."""
+        return statistics.median(b / o for b, o in zip(self.prefill[base], self.prefill[name]))
+
+
+def measure_interleaved(models: dict[str, tuple], prompt, new_tokens: int, rounds: int, prefill_ids) -> Interleaved:
+    """`models`: name -> (compiled forward, config, kv heads per layer or None). Each model is warmed up
+    (its graphs compiled), then each of `rounds` rounds decodes `new_tokens` tokens with every model in
+    lockstep (`torchlite.eval.lm.lockstep_decode`: each position runs all models, in rotating order) and
+    runs one prefill of `prefill_ids` per model, in an order that rotates from round to round. The
+    machine's speed drifts by tens of percent over minutes here: compare models through the speedups,
+    which pair measurements taken moments apart."""
+    names = list(models)
+    with torch.no_grad():
+        for name, (forward, config, kv) in models.items():
+            greedy_decode(forward, config, prompt, 2, desc=f"compile {name}", kv_heads=kv)
+            forward(input_ids=prefill_ids, use_cache=False)
+        steps = {name: [] for name in names}
+        prefill = {name: [] for name in names}
+        for r in range(rounds):
+            runs = lockstep_decode(models, prompt, new_tokens, desc=f"decode round {r + 1}/{rounds}")
+            for name in names:
+                steps[name] += runs[name].step_seconds
+            for i in range(len(names)):
+                name = names[(r + i) % len(names)]
+                start = time.perf_counter()
+                models[name][0](input_ids=prefill_ids, use_cache=False)
+                prefill[name].append(time.perf_counter() - start)
+    return Interleaved({name: Decode([], steps[name]) for name in names}, prefill)
 
 
 def median_seconds(fn, *args, warmup: int = 3, iters: int = 25) -> float:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 import sys
 import time
 import warnings
@@ -21,9 +20,9 @@ import warnings
 import torch
 
 import torchlite
-from common import FRESH_COPY, compile_lite, header, markdown, smollm2_and_wikitext, write_section
+from common import FRESH_COPY, compile_lite, header, markdown, measure_interleaved, smollm2_and_wikitext, write_section
 from torchlite import Prune, Recipe
-from torchlite.eval.lm import greedy_decode, perplexity, weight_bytes
+from torchlite.eval.lm import perplexity, weight_bytes
 
 warnings.filterwarnings("ignore")
 PROMPT = "The history of the city of Paris"
@@ -129,8 +128,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tokens", type=int, default=4096, help="WikiText-2 test tokens for perplexity")
     parser.add_argument("--calib", type=int, default=16, help="calibration sequences of 512 tokens (WikiText-2 valid)")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--new-tokens", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--new-tokens", type=int, default=48)
     args = parser.parse_args()
     loaded = smollm2_and_wikitext(args.tokens, args.calib)
     if loaded is None:
@@ -152,34 +151,22 @@ def main() -> int:
     ppl = {name: perplexity(m, test_ids, desc=name) for name, m in models.items()}
     prompt = tok(PROMPT).input_ids
     prefill_ids = test_ids[:512].unsqueeze(0)
-    compiled, decode, prefill = {}, {n: [] for n in models}, {n: [] for n in models}
-    with torch.no_grad():
-        for name, m in models.items():
-            compiled[name] = compile_lite(m)
-            greedy_decode(compiled[name], m.config, prompt, 2, desc=f"compile {name}", kv_heads=kv_heads(m))
-            compiled[name](input_ids=prefill_ids, use_cache=False)
-        for _ in range(args.rounds):
-            for name, m in models.items():
-                step = greedy_decode(compiled[name], m.config, prompt, args.new_tokens, desc=name, kv_heads=kv_heads(m))
-                decode[name].append(step.tokens_per_second)
-                start = time.perf_counter()
-                compiled[name](input_ids=prefill_ids, use_cache=False)
-                prefill[name].append(512 / (time.perf_counter() - start))
+    compiled = {name: (compile_lite(m), m.config, kv_heads(m)) for name, m in models.items()}
+    t = measure_interleaved(compiled, prompt, args.new_tokens, args.rounds, prefill_ids)
     base_bytes, base_macs = weight_bytes(model), linear_macs(model)
-    base_dec, base_pre = statistics.median(decode["fp32"]), statistics.median(prefill["fp32"])
     rows = []
     for name, m in models.items():
         nbytes, nonzero = weight_bytes(m), nonzero_linear_params(m)
-        dec, pre = statistics.median(decode[name]), statistics.median(prefill[name])
+        dec, pre = t.decode_speedup(name, "fp32"), t.prefill_speedup(name, "fp32")
         structured = "neuron" in name or "head" in name
         bytes_ratio, flops_ratio = base_bytes / nbytes, base_macs / linear_macs(m)
         met = "-"
         if structured:
-            met = "yes" if dec / base_dec - 1 >= 0.8 * (bytes_ratio - 1) and pre / base_pre - 1 >= 0.8 * (flops_ratio - 1) else "no"
+            met = "yes" if dec - 1 >= 0.8 * (bytes_ratio - 1) and pre - 1 >= 0.8 * (flops_ratio - 1) else "no"
         rows.append([
             name, f"{nonzero / 1e6:.1f}", f"{nbytes / 1e6:.0f}", f"{bytes_ratio:.3f}x", f"{ppl[name]:.2f}",
-            f"{(ppl[name] / ppl['fp32'] - 1) * 100:+.1f}", f"{dec:.1f} ({dec / base_dec:.2f}x)",
-            f"{pre:.0f} ({pre / base_pre:.2f}x)", f"{flops_ratio:.3f}x", f"{quality[name]:.0f}" if name in quality else "-", met,
+            f"{(ppl[name] / ppl['fp32'] - 1) * 100:+.1f}", f"{t.decode_tps(name):.1f} ({dec:.2f}x)",
+            f"{t.prefill_tps(name, 512):.0f} ({pre:.2f}x)", f"{flops_ratio:.3f}x", f"{quality[name]:.0f}" if name in quality else "-", met,
         ])
         print(rows[-1], flush=True)
     body = [header("Pruning: unstructured, 2:4, neurons and heads, with Torch-Pruning (SmolLM2-135M)"), (
@@ -192,9 +179,10 @@ def main() -> int:
         "row, the importance Torch-Pruning uses. Torch-Pruning 1.6.1 prunes the same MLP modules at the same ratios "
         "(GroupMagnitudeImportance p=2) for MLP neurons, and removes whole KV groups at the same ratios through its "
         "dependency graph (groups scored by the L2 magnitude of their q_proj channels and coupled layers, ranked across "
-        "layers; its MetaPruner GQA mode removes query heads only). Decode: batch-1 greedy, static KV cache, median "
-        f"step; prefill: one 512-token forward; medians over {args.rounds} interleaved rounds under torch.compile "
-        "(backend 'lite', no recipe), speedups against fp32. Target met: "
+        "layers; its MetaPruner GQA mode removes query heads only). Speed under torch.compile (backend 'lite', no "
+        f"recipe), {args.rounds} rounds of `common.measure_interleaved`: {args.new_tokens} batch-1 greedy decode tokens "
+        "(static KV cache) with all models in lockstep, then one 512-token prefill each; speedups against fp32 are "
+        "medians of paired ratios (decode: per position; prefill: per round), tok/s from the median step and prefill. Target met: "
         "structured rows only, (decode speedup − 1) ≥ 0.8 × (bytes ratio − 1) and (prefill speedup − 1) ≥ "
         "0.8 × (linear FLOPs ratio − 1), linear FLOPs including the lm_head.\n"
     ), FRESH_COPY + "\n", markdown(["model", "nonzero linear params (M)", "weight MB", "bytes ratio", "perplexity", "Δ %", "decode tok/s",

@@ -2,9 +2,9 @@
 
 The 1.1 B Llama of model_decode.py with random weights (speed depends on shapes only; quality is
 prune_quality.py's job, on SmolLM2). Each pruned model is measured in a pair with the dense fp32
-model: both compiled (backend 'lite', no recipe), then --rounds rounds visit the two in alternating
-order (decode: batch-1 greedy steps with a static KV cache; prefill: one 512-token forward); the
-speedups are medians of the per-round ratios. One pair at a time keeps two 1.1 B models in memory,
+model: both compiled (backend 'lite', no recipe), then --rounds rounds of common.measure_interleaved
+(decode: batch-1 greedy steps with a static KV cache, the two models in lockstep; prefill: one
+512-token forward each, in alternating order); the speedups are medians of the paired ratios. One pair at a time keeps two 1.1 B models in memory,
 not seven. 2:4 is measured by linear_decode.py (decode-shaped layers) and prune_quality.py (SmolLM2).
 Target (issue 4): (decode speedup - 1) >= 0.8 * (bytes ratio - 1) and
 (prefill speedup - 1) >= 0.8 * (linear FLOPs ratio - 1).
@@ -13,18 +13,16 @@ from __future__ import annotations
 
 import argparse
 import gc
-import statistics
 import sys
-import time
 import warnings
 
 import torch
 
 import torchlite
-from common import compile_lite, header, llama_1b, markdown, write_section
+from common import compile_lite, header, llama_1b, markdown, measure_interleaved, write_section
 from prune_quality import kv_heads, linear_macs
 from torchlite import Prune, Recipe
-from torchlite.eval.lm import greedy_decode, weight_bytes
+from torchlite.eval.lm import weight_bytes
 
 warnings.filterwarnings("ignore")
 STRUCTURED = (0.1, 0.2, 0.3)
@@ -38,33 +36,10 @@ def variants():
         yield f"heads (KV groups) {s:.0%}", Recipe(prune=Prune(structure="head", sparsity=s, importance="l2", scope="global"))
 
 
-def measure(base, pruned, prompt, prefill_ids, rounds: int, new_tokens: int) -> dict[str, list[float]]:
-    """Per round: decode tok/s (median step) and prefill tok/s of both models and their ratios. Rounds
-    alternate the order (base, pruned / pruned, base), so a drift of the machine within a round
-    favours neither model."""
-    models = {"base": base, "pruned": pruned}
-    compiled = {}
-    out = {key: [] for key in ("decode base", "decode pruned", "prefill base", "prefill pruned")}
-    with torch.no_grad():
-        for name, m in models.items():
-            compiled[name] = compile_lite(m)
-            greedy_decode(compiled[name], m.config, prompt, 2, desc=f"compile {name}", kv_heads=kv_heads(m))
-            compiled[name](input_ids=prefill_ids, use_cache=False)
-        for r in range(rounds):
-            for name in ("base", "pruned") if r % 2 == 0 else ("pruned", "base"):
-                m = models[name]
-                step = greedy_decode(compiled[name], m.config, prompt, new_tokens, desc=name, kv_heads=kv_heads(m))
-                out[f"decode {name}"].append(step.tokens_per_second)
-                start = time.perf_counter()
-                compiled[name](input_ids=prefill_ids, use_cache=False)
-                out[f"prefill {name}"].append(512 / (time.perf_counter() - start))
-    return out
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=8)
-    parser.add_argument("--new-tokens", type=int, default=16)
+    parser.add_argument("--new-tokens", type=int, default=32)
     args = parser.parse_args()
     torch._dynamo.config.recompile_limit = 64
     torch._dynamo.config.automatic_dynamic_shapes = False  # each model gets its own static-shape graph
@@ -76,19 +51,18 @@ def main() -> int:
     for label, recipe in variants():
         pruned = torchlite.compress(model, recipe, calib=calib)
         torch._dynamo.reset()
-        t = measure(model, pruned, prompt, prefill_ids, args.rounds, args.new_tokens)
-        med = {key: statistics.median(v) for key, v in t.items()}
-        decode = statistics.median(p / b for p, b in zip(t["decode pruned"], t["decode base"]))
-        prefill = statistics.median(p / b for p, b in zip(t["prefill pruned"], t["prefill base"]))
+        pair = {name: (compile_lite(m), m.config, kv_heads(m)) for name, m in (("fp32", model), ("pruned", pruned))}
+        t = measure_interleaved(pair, prompt, args.new_tokens, args.rounds, prefill_ids)
+        decode, prefill = t.decode_speedup("pruned", "fp32"), t.prefill_speedup("pruned", "fp32")
         bytes_ratio, flops_ratio = weight_bytes(model) / weight_bytes(pruned), linear_macs(model) / linear_macs(pruned)
         met = "yes" if decode - 1 >= 0.8 * (bytes_ratio - 1) and prefill - 1 >= 0.8 * (flops_ratio - 1) else "no"
         rows.append([
             label, f"{weight_bytes(pruned) / 1e6:.0f}", f"{bytes_ratio:.3f}x", f"{flops_ratio:.3f}x",
-            f"{med['decode base']:.2f} → {med['decode pruned']:.2f}", f"{decode:.3f}x",
-            f"{med['prefill base']:.0f} → {med['prefill pruned']:.0f}", f"{prefill:.3f}x", met,
+            f"{t.decode_tps('fp32'):.2f} → {t.decode_tps('pruned'):.2f}", f"{decode:.3f}x",
+            f"{t.prefill_tps('fp32', 512):.0f} → {t.prefill_tps('pruned', 512):.0f}", f"{prefill:.3f}x", met,
         ])
         print(rows[-1], flush=True)
-        del pruned
+        del pruned, pair
         torch._dynamo.reset()  # the compiled graphs hold the pruned model: free it before the next one
         gc.collect()
     body = [header("Structured pruning speed on a weight-bound model (Llama 1.1 B shapes, random weights)"), (
@@ -96,9 +70,10 @@ def main() -> int:
         f"lm_head) with random weights, pruned by `torchlite.compress` (weight-magnitude importance; MLP widths kept a "
         "multiple of 64 with `round_to=64`: 5632 → 5056 / 4480 / 3968). Each row is one "
         "pair measured in the same rounds: the dense fp32 model and the pruned one, both compiled (backend 'lite', no "
-        f"recipe), {args.rounds} rounds in alternating order, each visit {args.new_tokens} greedy decode steps (batch 1, "
-        "static KV cache; tok/s from the median step) and one 512-token prefill. Speedups: medians of the per-round "
-        "ratios (tok/s columns: medians over rounds). Heads: whole KV groups (a KV head and its 8 query heads) ranked "
+        f"recipe), {args.rounds} rounds of `common.measure_interleaved`: {args.new_tokens} greedy decode tokens (batch 1, "
+        "static KV cache) with the two models in lockstep (each position runs both, in alternating order), then one "
+        "512-token prefill each. Decode speedup: median over all positions of the per-position step-time ratio; "
+        "prefill speedup: median of the per-round ratios (tok/s columns: median step, median prefill). Heads: whole KV groups (a KV head and its 8 query heads) ranked "
         "across layers. Bytes: every stored weight (the 262 MB embedding table included, though a decode step reads "
         "one row of it); FLOPs: linear layers, lm_head included. Target (issue 4): (decode speedup "
         "− 1) ≥ 0.8 × (bytes ratio − 1) and (prefill speedup − 1) ≥ 0.8 × (FLOPs ratio − 1).\n"

@@ -201,7 +201,12 @@ def weight_only_linear(x, bias, n_out, dequantized, fused_sum, row_scale=None):
     # Materialize the activations once: left unrealized, Inductor would inline their producers
     # (RMSNorm, SiLU * up, ...) into the reduction and recompute them for every output row.
     x2.realize()
-    acc = fused_sum(x2, m_rows).make_loader()
+    sums = fused_sum(x2, m_rows)
+    if row_scale is None and bias is None and out_dtype == torch.float32 and m_rows == 1:
+        # [N, 1] sums are already the [1, N] output: a view, not an epilogue copy (which a consumer
+        # that realizes its input, e.g. a low-rank pair's second factor, would run as its own loop).
+        return lowerings[aten.reshape](sums, [*batch, n_out])
+    acc = sums.make_loader()
     bias_loader = bias.make_loader() if bias is not None else None
 
     def epilogue(index):

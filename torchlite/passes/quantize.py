@@ -215,7 +215,6 @@ def insert_quantize_dequantize(gm: fx.GraphModule, cfg: Quantize, report: Quanti
         watch = {s.name: (s.x, s.weight_tensor.shape[1]) for s, why in zip(sites, selected(layers, cfg)) if why is None}
         stats = observe_graph(gm, watch, calib, "quantize")
     quantized = quantize_layers(layers, cfg, report, stats)
-    a8 = {}  # linear node -> W8A8 static activation scale attribute ("" for dynamic)
     qnodes: dict[int, fx.Node] = {}  # one quantize node per distinct QuantizedWeight
     computed = {}
     for site, qw in zip(sites, quantized):
