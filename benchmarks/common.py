@@ -53,9 +53,9 @@ class Interleaved:
 
 def measure_interleaved(models: dict[str, tuple], prompt, new_tokens: int, rounds: int, prefill_ids) -> Interleaved:
     """`models`: name -> (compiled forward, config, kv heads per layer or None). Each model is warmed up
-    (its graphs compiled), then each of `rounds` rounds decodes `new_tokens` tokens with every model in
-    lockstep (`torchlite.eval.lm.lockstep_decode`: each position runs all models, in rotating order) and
-    runs one prefill of `prefill_ids` per model, in an order that rotates from round to round. The
+    (its graphs compiled), then each of `rounds` rounds decodes `new_tokens` tokens with the models in
+    lockstep (`torchlite.eval.lm.lockstep_decode`: turns of 8 positions, in rotating order) and runs
+    one prefill of `prefill_ids` per model, in an order that rotates from round to round. The
     machine's speed drifts by tens of percent over minutes here: compare models through the speedups,
     which pair measurements taken moments apart."""
     names = list(models)

@@ -3,8 +3,8 @@
 The 1.1 B Llama of model_decode.py with random weights (speed depends on shapes only; quality is
 prune_quality.py's job, on SmolLM2). Each pruned model is measured in a pair with the dense fp32
 model: both compiled (backend 'lite', no recipe), then --rounds rounds of common.measure_interleaved
-(decode: batch-1 greedy steps with a static KV cache, the two models in lockstep; prefill: one
-512-token forward each, in alternating order); the speedups are medians of the paired ratios. One pair at a time keeps two 1.1 B models in memory,
+(decode: batch-1 greedy steps with a static KV cache, the two models taking turns of 8 positions;
+prefill: one 512-token forward each, in alternating order); the speedups are medians of the paired ratios. One pair at a time keeps two 1.1 B models in memory,
 not seven. 2:4 is measured by linear_decode.py (decode-shaped layers) and prune_quality.py (SmolLM2).
 Target (issue 4): (decode speedup - 1) >= 0.8 * (bytes ratio - 1) and
 (prefill speedup - 1) >= 0.8 * (linear FLOPs ratio - 1).
@@ -71,8 +71,8 @@ def main() -> int:
         "multiple of 64 with `round_to=64`: 5632 → 5056 / 4480 / 3968). Each row is one "
         "pair measured in the same rounds: the dense fp32 model and the pruned one, both compiled (backend 'lite', no "
         f"recipe), {args.rounds} rounds of `common.measure_interleaved`: {args.new_tokens} greedy decode tokens (batch 1, "
-        "static KV cache) with the two models in lockstep (each position runs both, in alternating order), then one "
-        "512-token prefill each. Decode speedup: median over all positions of the per-position step-time ratio; "
+        "static KV cache) with the two models taking turns of 8 positions (the first position of a turn untimed), then "
+        "one 512-token prefill each. Decode speedup: median over all positions of the per-position step-time ratio; "
         "prefill speedup: median of the per-round ratios (tok/s columns: median step, median prefill). Heads: whole KV groups (a KV head and its 8 query heads) ranked "
         "across layers. Bytes: every stored weight (the 262 MB embedding table included, though a decode step reads "
         "one row of it); FLOPs: linear layers, lm_head included. Target (issue 4): (decode speedup "
