@@ -4,8 +4,9 @@ The 1.1 B Llama of model_decode.py with random weights (speed depends on shapes 
 prune_quality.py's job, on SmolLM2). Each pruned model is measured in a pair with the dense fp32
 model: both compiled (backend 'lite', no recipe), then --rounds rounds of common.measure_interleaved
 (decode: batch-1 greedy steps with a static KV cache, the two models taking turns of 8 positions;
-prefill: one 512-token forward each, in alternating order); the speedups are medians of the paired ratios. One pair at a time keeps two 1.1 B models in memory,
-not seven. 2:4 is measured by linear_decode.py (decode-shaped layers) and prune_quality.py (SmolLM2).
+prefill: one 512-token forward each, in alternating order); the speedups are medians of the paired
+ratios. One pair at a time keeps two 1.1 B models in memory, not seven. 2:4 is measured by
+nm_decode.py (decode-shaped layers) and prune_quality.py (SmolLM2).
 Target (issue 4): (decode speedup - 1) >= 0.8 * (bytes ratio - 1) and
 (prefill speedup - 1) >= 0.8 * (linear FLOPs ratio - 1).
 """

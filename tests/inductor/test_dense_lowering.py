@@ -104,3 +104,17 @@ def test_route_leaves_non_float_weights():
     gm = fx.GraphModule(torch.nn.Module(), graph)
     w.meta["val"] = torch.empty(8, 16, dtype=torch.int8)
     assert route_float_linears(gm)[1] == 0
+
+
+def test_decode_pair_has_no_copy_loop_between_its_reductions():
+    """y = B (A x) at batch 1 (a low-rank pair): two reduction loops and nothing else. The sums of
+    the first are handed to the second as a view, not copied by an epilogue loop of their own."""
+    a, b = torch.randn(38, 576), torch.randn(1536, 38)
+
+    def f(x):
+        return torch.ops.torchlite.linear(torch.ops.torchlite.linear(x, a, None), b, None)
+
+    x = torch.randn(1, 576)
+    out, (code,) = run_and_get_code(torch.compile(f, fullgraph=True), x)
+    torch.testing.assert_close(out, x @ a.T @ b.T, rtol=1e-4, atol=1e-3)
+    assert code.count("#pragma omp for") == 2 and "omp single" not in code
