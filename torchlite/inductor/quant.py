@@ -25,6 +25,8 @@ from torch._inductor.virtualized import V, ops
 
 from ..ops import quant as _ops  # noqa: F401  (the ops must exist before we register lowerings)
 from ..quant.linear import block_size, padded_in_features
+from ..quant.log import code_values
+from . import vnni
 
 aten = torch.ops.aten
 FUSED_MAX_ROWS = 16
@@ -222,12 +224,18 @@ def weight_only_linear(x, bias, n_out, dequantized, fused_sum, row_scale=None):
     return lowerings[aten.reshape](out, [*batch, n_out])
 
 
-def _qlinear(x, w: _Weight, qdata, bias, group_size, in_features):
+def _qlinear(x, w: _Weight, qdata, scale, zero, bias, group_size, in_features, table: torch.Tensor | None):
+    """`table`: the value of each 4-bit code before scaling and offset (for the VNNI kernel)."""
     n_out = qdata.get_size()[0]
     grouped = group_size > 0
     kp = padded_in_features(in_features, w.bits, group_size)
 
     def fused_sum(x2, m_rows):
+        if vnni.usable(x2, m_rows, kp, w.block if w.packed else vnni.STEP, group_size):
+            return vnni.vnni_sums(
+                x2, qdata, scale, zero, in_features=in_features, kp=kp, nibbles=w.packed, block=w.block,
+                group=group_size, table=table, flip_sign=qdata.get_dtype() == torch.int8,
+            )
         if kp != in_features:
             x2 = lowerings[aten.constant_pad_nd](x2, [0, kp - in_features], 0.0)
             x2.realize()
@@ -241,12 +249,15 @@ def _qlinear(x, w: _Weight, qdata, bias, group_size, in_features):
 
 @register_lowering(torch.ops.torchlite.qlinear.default, type_promotion_kind=None)
 def _qlinear_lowering(x, qdata, scale, zero, bias, bits, group_size, in_features):
-    return _qlinear(x, _Weight(qdata, scale, zero, bits, group_size), qdata, bias, group_size, in_features)
+    w = _Weight(qdata, scale, zero, bits, group_size)
+    table = torch.arange(16, dtype=torch.float32) - (8 if zero is None else 0) if w.packed else None
+    return _qlinear(x, w, qdata, scale, zero, bias, group_size, in_features, table)
 
 
 @register_lowering(torch.ops.torchlite.qlinear_log.default, type_promotion_kind=None)
 def _qlinear_log_lowering(x, qdata, scale, bias, bits, group_size, in_features):
-    return _qlinear(x, _Weight(qdata, scale, None, bits, group_size, log=True), qdata, bias, group_size, in_features)
+    w = _Weight(qdata, scale, None, bits, group_size, log=True)
+    return _qlinear(x, w, qdata, scale, None, bias, group_size, in_features, code_values(bits))
 
 
 @register_lowering(torch.ops.torchlite.qlinear_a8.default, type_promotion_kind=None)

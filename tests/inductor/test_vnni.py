@@ -1,0 +1,99 @@
+"""The hand-written VNNI decode kernel (torchlite/inductor/vnni.py) against the eager ops."""
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch._inductor.utils import run_and_get_code
+
+import torchlite  # noqa: F401  (registers ops and lowerings)
+from torchlite.inductor.vnni import byte_table, cpu_has_vnni
+from torchlite.quant.linear import quantize_weight
+from torchlite.quant.log import code_values, quantize_log
+
+needs_vnni = pytest.mark.skipif(not cpu_has_vnni(), reason="this CPU has no AVX512-VNNI: the generated reduction is used")
+
+
+def _linear(qw, bias=None):
+    return lambda x: torch.ops.torchlite.qlinear(x, qw.qdata, qw.scale, qw.zero, bias, qw.bits, qw.group_size, qw.in_features)
+
+
+def _log(qw, bias=None):
+    return lambda x: torch.ops.torchlite.qlinear_log(x, qw.qdata, qw.scale, bias, qw.bits, qw.group_size, qw.in_features)
+
+
+def _compiled_and_code(f, x):
+    out, (code,) = run_and_get_code(torch.compile(f, fullgraph=True), x)
+    return out, code
+
+
+def _close(out, ref):
+    # The activations enter as three int8 parts (~22 bits): float32-like errors.
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=2e-5 * ref.abs().max().item())
+
+
+CASES = [
+    # name, quantized weight, n_out, k_in
+    ("int8 symmetric per channel", lambda w: quantize_weight(w, 8, None, True, "channel")),
+    ("int8 asymmetric per channel", lambda w: quantize_weight(w, 8, None, False, "channel")),
+    ("int8 per tensor", lambda w: quantize_weight(w, 8, None, True, "tensor")),
+    ("int8 g64", lambda w: quantize_weight(w, 8, 64, True, "group")),
+    ("int4 g128", lambda w: quantize_weight(w, 4, 128, True, "group")),
+    ("int4 asymmetric g64", lambda w: quantize_weight(w, 4, 64, False, "group")),
+    ("int4 per channel", lambda w: quantize_weight(w, 4, None, True, "channel")),
+    ("int2 g128", lambda w: quantize_weight(w, 2, 128, False, "group")),
+    ("log4 g128", lambda w: quantize_log(w, 4, 128, "group")),
+    ("log3 per channel", lambda w: quantize_log(w, 3, None, "channel")),
+]
+
+
+@needs_vnni
+@pytest.mark.parametrize("name, make", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("k", [576, 300])  # 576: an odd number of 64-weight steps; 300: padded
+@pytest.mark.parametrize("rows", [1, 3])
+def test_vnni_kernel_matches_eager(name, make, k, rows):
+    qw = make(torch.randn(40, k))
+    f = (_log if name.startswith("log") else _linear)(qw, torch.randn(40))
+    x = torch.randn(rows, k)
+    out, code = _compiled_and_code(f, x)
+    assert "cpp_torchlite_vnni_gemv" in code, "the decode call must run the VNNI kernel"
+    _close(out, f(x))
+
+
+@needs_vnni
+def test_outlier_activations_keep_precision():
+    """LLM activations have a few channels 100x the rest; the later int8 parts keep the error small."""
+    qw = quantize_weight(torch.randn(64, 1024), 4, 128, True, "group")
+    f = _linear(qw)
+    x = torch.randn(1, 1024)
+    x[0, :4] *= 200.0
+    out, _ = _compiled_and_code(f, x)
+    ref = f(x)
+    scale = (qw.dequantize().abs() @ x.abs().T).T  # Σ|w||x| per output
+    assert ((out - ref).abs() <= 1e-5 * scale).all()
+
+
+@needs_vnni
+@settings(max_examples=6, deadline=None)
+@given(
+    st.integers(1, 33), st.integers(1, 200), st.integers(1, 4), st.sampled_from([2, 3, 4, 8]), st.booleans(),
+    st.sampled_from([None, 64, 128]), st.integers(0, 2**16),
+)
+def test_vnni_kernel_property(n, k, rows, bits, symmetric, group, seed):
+    g = torch.Generator().manual_seed(seed)
+    qw = quantize_weight(torch.randn(n, k, generator=g), bits, group, symmetric, "group" if group else "channel")
+    f = _linear(qw)
+    x = torch.randn(rows, k, generator=g)
+    out, code = _compiled_and_code(f, x)
+    assert "cpp_torchlite_vnni_gemv" in code
+    _close(out, f(x))
+
+
+def test_byte_table_represents_every_code_value():
+    for values in (torch.arange(16.0) - 8, torch.arange(16.0), code_values(4), code_values(3)):
+        u, offset, value_scale = byte_table(values)
+        assert all(0 <= b <= 255 for b in u)
+        assert torch.equal((torch.tensor(u[: len(values)], dtype=torch.float32) - offset) * value_scale, values)
+    with pytest.raises(ValueError, match="one byte"):
+        byte_table(torch.tensor([0.0, 1.0, 2.0**-9]))
+    with pytest.raises(ValueError, match="power of two"):
+        byte_table(torch.tensor([0.0, 0.1]))

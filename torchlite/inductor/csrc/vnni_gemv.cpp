@@ -1,0 +1,145 @@
+// Decode-shaped linear over 8- or 4-bit weight codes with AVX512-VNNI integer dot products.
+// torchlite/inductor/vnni.py prepends the #defines: M_ROWS, N_OUT, K_IN, KP, NIBBLES, BLOCK, GROUP,
+// SCALED, SCALE_ROWS, SCALE_COLS, HAS_ZERO, OFFSET, FLIP_SIGN, VALUE_SCALE, LUT_VALUES, PARTS.
+//
+// Every weight is an unsigned byte u with value (u - off) * VALUE_SCALE * s[n, g]: off is the zero
+// point z[n, g] or the constant OFFSET. Bytes (int8): u = stored byte (xor 0x80 when FLIP_SIGN, i.e.
+// int8 + 128). Nibbles (torchlite.quant.linear's block layout: in each block of BLOCK codes, byte i
+// holds code i in its low and code i + BLOCK/2 in its high nibble): u = LUT[code] via one byte shuffle.
+// The activations are quantized per call and row into PARTS int8 parts, x ≈ Σ_p s_p·q_p, each part
+// coding what the previous ones leave over (7 more bits each), and vpdpbusd multiplies 64 byte pairs
+// per instruction into int32. So out[n, m] = VALUE_SCALE · Σ_g s (Σ_p s_p·Σ u·q_p − off·Σ_g x̂), with
+// Σ_g x̂ the group sums of the quantized activations (the offset term then cancels exactly).
+// A step is 64 weights; the activations are stored in step order (for nibbles: the inputs of the 32
+// low codes, then of the 32 high codes).
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma")
+#include <immintrin.h>
+#include <cstdint>
+
+static_assert(KP % 64 == 0 && GROUP % 64 == 0 && KP % GROUP == 0, "layout the kernel cannot take");
+static_assert(!NIBBLES || (BLOCK % 64 == 0 && GROUP % BLOCK == 0), "nibble layout the kernel cannot take");
+static_assert(KP / 64 < (1 << 15), "int32 accumulators could overflow");
+constexpr int64_t NG = KP / GROUP;        // scale groups per row
+constexpr int64_t STEPS = KP / 64;        // 64-weight steps per row
+constexpr int64_t GROUP_STEPS = GROUP / 64;
+constexpr int U = GROUP_STEPS % 2 == 0 ? 2 : 1;  // independent accumulators per part (latency)
+// Nibbles, two steps at a time: 64 bytes give the low codes of both steps in one vector and the high
+// codes in another (no lane insert); the activations are then stored per step pair as
+// [low inputs of s, of s + 1, high inputs of s, of s + 1].
+constexpr bool PAIRED = NIBBLES && U == 2;
+constexpr int64_t ROW_BYTES = NIBBLES ? KP / 2 : KP;
+
+alignas(64) static const uint8_t LUT[64] = {LUT_VALUES, LUT_VALUES, LUT_VALUES, LUT_VALUES};
+alignas(64) static int8_t XQ[PARTS][M_ROWS * KP];  // activation parts in step order
+alignas(64) static int8_t NATURAL[PARTS][KP];      // one row's parts in input order
+static float XSCALE[M_ROWS][PARTS];
+static float XSUM[M_ROWS * NG];
+
+static inline __mmask16 tail_mask(int64_t k) {
+    int64_t left = K_IN - k;
+    return left >= 16 ? (__mmask16)0xFFFF : left > 0 ? (__mmask16)((1u << left) - 1) : (__mmask16)0;
+}
+
+static inline __m512 round_even(__m512 v) { return _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+
+// x [M_ROWS, K_IN] -> XQ (zero-padded to KP), XSCALE, XSUM.
+static void quantize_activations(const float* x) {
+    alignas(64) static float rest[KP];
+    const __m512 sign = _mm512_set1_ps(-0.0f);
+    for (int64_t m = 0; m < M_ROWS; ++m) {
+        for (int64_t k = 0; k < KP; k += 16) _mm512_store_ps(rest + k, _mm512_maskz_loadu_ps(tail_mask(k), x + m * K_IN + k));
+        for (int p = 0; p < PARTS; ++p) {
+            __m512 amax = _mm512_setzero_ps();
+            for (int64_t k = 0; k < KP; k += 16) amax = _mm512_max_ps(amax, _mm512_andnot_ps(sign, _mm512_load_ps(rest + k)));
+            float top = _mm512_reduce_max_ps(amax), sp = top > 0.f ? top / 127.f : 1.f;
+            __m512 inv = _mm512_set1_ps(1.f / sp), spv = _mm512_set1_ps(sp);
+            for (int64_t k = 0; k < KP; k += 16) {
+                __m512 v = _mm512_load_ps(rest + k), q = round_even(_mm512_mul_ps(v, inv));
+                _mm512_store_ps(rest + k, _mm512_fnmadd_ps(q, spv, v));
+                _mm_store_si128((__m128i*)(NATURAL[p] + k), _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(q)));
+            }
+            XSCALE[m][p] = sp;
+        }
+        for (int64_t s = 0; s < STEPS; ++s) {
+            for (int half = 0; half < 2; ++half) {
+                int64_t k = NIBBLES ? (s / (BLOCK / 64)) * BLOCK + (s % (BLOCK / 64)) * 32 + half * (BLOCK / 2) : s * 64 + half * 32;
+                int64_t at = m * KP + (PAIRED ? (s / 2) * 128 + half * 64 + (s % 2) * 32 : s * 64 + half * 32);
+                for (int p = 0; p < PARTS; ++p)
+                    _mm256_store_si256((__m256i*)(XQ[p] + at), _mm256_load_si256((const __m256i*)(NATURAL[p] + k)));
+            }
+        }
+        for (int64_t g = 0; g < NG; ++g) {
+            float sum = 0.f;
+            for (int p = 0; p < PARTS; ++p) {
+                int32_t total = 0;
+                for (int64_t k = g * GROUP; k < (g + 1) * GROUP; ++k) total += NATURAL[p][k];
+                sum += XSCALE[m][p] * (float)total;
+            }
+            XSUM[m * NG + g] = sum;
+        }
+    }
+}
+
+static inline __m512i weight_bytes(const uint8_t* row, int64_t s, __m512i lut) {
+    if (NIBBLES) {
+        __m256i raw = _mm256_loadu_si256((const __m256i*)(row + s * 32));
+        __m256i low4 = _mm256_set1_epi8(0x0F);
+        __m256i lo = _mm256_and_si256(raw, low4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4);
+        return _mm512_shuffle_epi8(lut, _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1));
+    }
+    __m512i w = _mm512_loadu_si512(row + s * 64);
+    return FLIP_SIGN ? _mm512_xor_si512(w, _mm512_set1_epi8((char)0x80)) : w;
+}
+
+extern "C" void kernel(const float* x, const uint8_t* codes, const float* scale, const uint8_t* zero, float* out) {
+    quantize_activations(x);
+    const __m512i lut = _mm512_load_si512(LUT);
+    #pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N_OUT; ++n) {
+        const uint8_t* row = codes + n * ROW_BYTES;
+        __m512 total[M_ROWS][PARTS];
+        float zterm[M_ROWS];
+        for (int64_t m = 0; m < M_ROWS; ++m) {
+            for (int p = 0; p < PARTS; ++p) total[m][p] = _mm512_setzero_ps();
+            zterm[m] = 0.f;
+        }
+        for (int64_t g = 0; g < NG; ++g) {
+            __m512i acc[M_ROWS][PARTS][U];
+            for (int64_t m = 0; m < M_ROWS; ++m)
+                for (int p = 0; p < PARTS; ++p)
+                    for (int u = 0; u < U; ++u) acc[m][p][u] = _mm512_setzero_si512();
+            for (int64_t s = g * GROUP_STEPS; s < (g + 1) * GROUP_STEPS; s += U) {
+                __m512i w[U];
+                if (PAIRED) {
+                    const __m512i low4 = _mm512_set1_epi8(0x0F);
+                    __m512i raw = _mm512_loadu_si512(row + s * 32);
+                    w[0] = _mm512_shuffle_epi8(lut, _mm512_and_si512(raw, low4));
+                    w[U - 1] = _mm512_shuffle_epi8(lut, _mm512_and_si512(_mm512_srli_epi16(raw, 4), low4));
+                } else {
+                    for (int u = 0; u < U; ++u) w[u] = weight_bytes(row, s + u, lut);
+                }
+                for (int64_t m = 0; m < M_ROWS; ++m)
+                    for (int u = 0; u < U; ++u)
+                        for (int p = 0; p < PARTS; ++p)
+                            acc[m][p][u] = _mm512_dpbusd_epi32(acc[m][p][u], w[u], _mm512_load_si512(XQ[p] + m * KP + (s + u) * 64));
+            }
+            const int64_t at = (SCALE_ROWS > 1 ? n * SCALE_COLS : 0) + (SCALE_COLS > 1 ? g : 0);
+            const float s = SCALED ? scale[at] : 1.f;
+            const float off = HAS_ZERO ? (float)zero[at] : (float)OFFSET;
+            const __m512 sv = _mm512_set1_ps(s);
+            for (int64_t m = 0; m < M_ROWS; ++m) {
+                for (int p = 0; p < PARTS; ++p) {
+                    __m512i sum = acc[m][p][0];
+                    if (U == 2) sum = _mm512_add_epi32(sum, acc[m][p][U - 1]);
+                    total[m][p] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), sv, total[m][p]);
+                }
+                zterm[m] += s * off * XSUM[m * NG + g];
+            }
+        }
+        for (int64_t m = 0; m < M_ROWS; ++m) {
+            float dot = 0.f;
+            for (int p = 0; p < PARTS; ++p) dot += XSCALE[m][p] * _mm512_reduce_add_ps(total[m][p]);
+            out[n * M_ROWS + m] = (float)VALUE_SCALE * (dot - zterm[m]);
+        }
+    }
+}
