@@ -45,7 +45,7 @@ class QuantizedLinear(torch.nn.Module):
             )
         if self.scheme == "vector":
             return torch.ops.torchlite.qlinear_vector(
-                x, self.qdata, self.codebook, self.bias, self.group_size, self.in_features
+                x, self.qdata, self.scale, self.codebook, self.bias, self.group_size, self.in_features
             )
         return torch.ops.torchlite.qlinear(
             x, self.qdata, self.scale, self.zero, self.bias, self.bits, self.group_size, self.in_features

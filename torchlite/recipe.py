@@ -30,7 +30,8 @@ class Quantize:
 
     scheme: "linear" (uniform grid, the default), "log" (sign + power-of-two levels scale·2^-e, one
         scale = max|w| per tensor/channel/group) or "vector" (k-means codebook of `vector_dim`-long
-        sub-vectors of the rows). "log" and "vector" are weight-only round-to-nearest, symmetric.
+        sub-vectors of the rows, each row times a power-of-two scale near its RMS). "log" and
+        "vector" are weight-only round-to-nearest, symmetric.
     bits: linear 2..8 (default 8), log 3..8 (default 4). Values of 5-8 bits are stored one per
         int8/uint8 byte; 2-4 bits are packed two per byte (so 2- and 3-bit weights take as many
         bytes as 4-bit ones). Vector: the bits of one code, ceil(log2(codebook_size)) (set one of the two).

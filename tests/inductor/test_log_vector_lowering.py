@@ -6,6 +6,7 @@ import torch
 from torch._inductor.utils import run_and_get_code
 
 import torchlite  # noqa: F401  (registers ops and lowerings)
+from torchlite.inductor.cpp_kernel import cpu_flags
 from torchlite.quant.log import quantize_log
 from torchlite.quant.vector import quantize_vector
 
@@ -34,7 +35,7 @@ def _log_fn(qw, bias):
 
 def _vector_fn(qw, bias):
     def f(x):
-        return torch.ops.torchlite.qlinear_vector(x, qw.qdata, qw.codebook, bias, qw.group_size, qw.in_features)
+        return torch.ops.torchlite.qlinear_vector(x, qw.qdata, qw.scale, qw.codebook, bias, qw.group_size, qw.in_features)
     return f
 
 
@@ -66,7 +67,7 @@ def test_dequantize_lowerings_are_bit_exact():
     ops = torch.ops.torchlite
     for f in (
         lambda: ops.dequantize_log(lq.qdata, lq.scale, 4, 16, 80, torch.float32),
-        lambda: ops.dequantize_vector(vq.qdata, vq.codebook, 16, 80, torch.float32),
+        lambda: ops.dequantize_vector(vq.qdata, vq.scale, vq.codebook, 16, 80, torch.float32),
     ):
         torch._dynamo.reset()
         assert torch.equal(torch.compile(f)(), f())
@@ -100,15 +101,15 @@ def test_opcheck(kind):
         torch.library.opcheck(ops.dequantize_log.default, (q.qdata, q.scale, 4, 16, 80, torch.float32))
     else:
         q = quantize_vector(w, 4, 16, 16)
-        torch.library.opcheck(ops.qlinear_vector.default, (x, q.qdata, q.codebook, bias, 16, 80))
-        torch.library.opcheck(ops.dequantize_vector.default, (q.qdata, q.codebook, 16, 80, torch.float32))
+        torch.library.opcheck(ops.qlinear_vector.default, (x, q.qdata, q.scale, q.codebook, bias, 16, 80))
+        torch.library.opcheck(ops.dequantize_vector.default, (q.qdata, q.scale, q.codebook, 16, 80, torch.float32))
 
 
 def test_gradients_reach_the_input_and_bias():
     q = quantize_vector(torch.randn(24, 80), 4, 32)
     x = torch.randn(5, 80, requires_grad=True)
     bias = torch.randn(24, requires_grad=True)
-    torch.ops.torchlite.qlinear_vector(x, q.qdata, q.codebook, bias, 0, 80).square().sum().backward()
+    torch.ops.torchlite.qlinear_vector(x, q.qdata, q.scale, q.codebook, bias, 0, 80).square().sum().backward()
     x2, b2 = x.detach().requires_grad_(), bias.detach().requires_grad_()
     torch.nn.functional.linear(x2, q.dequantize(), b2).square().sum().backward()
     torch.testing.assert_close(x.grad, x2.grad)
@@ -121,4 +122,25 @@ def test_storage_that_disagrees_with_metadata_is_refused():
         torch.ops.torchlite.qlinear_log(torch.randn(2, 64), q.qdata, q.scale, None, 6, 0, 64)
     v = quantize_vector(torch.randn(8, 64), 4, 16)
     with pytest.raises(torchlite.TorchliteError, match="storage and metadata disagree"):
-        torch.ops.torchlite.qlinear_vector(torch.randn(2, 64), v.qdata, v.codebook, None, 4, 64)
+        torch.ops.torchlite.qlinear_vector(torch.randn(2, 64), v.qdata, v.scale, v.codebook, None, 4, 64)
+
+
+TABLE_CASES = [
+    # vector_dim, codebook_size, group (rows), n_out, k_in, activation rows
+    (4, 256, None, 40, 128, 1),
+    (2, 16, None, 33, 98, 3),  # packed codes, odd number of sub-vectors per row
+    (3, 64, 16, 40, 69, 2),  # codebook groups, the last one smaller
+    (8, 7, None, 17, 40, 1),  # a codebook size that is not a multiple of 16
+]
+
+
+@pytest.mark.skipif(not {"avx512f", "avx512bw", "avx512vl"} <= cpu_flags(), reason="the table kernel needs AVX-512")
+@pytest.mark.parametrize("d, size, gs, n, k, rows", TABLE_CASES)
+def test_vector_table_kernel_matches_eager(d, size, gs, n, k, rows):
+    qw = quantize_vector(torch.randn(n, k) * torch.logspace(-1, 1, n).unsqueeze(1), d, size, gs)
+    f = _vector_fn(qw, torch.randn(n))
+    x = torch.randn(rows, k)
+    out, (code,) = run_and_get_code(torch.compile(f, fullgraph=True), x)
+    assert "cpp_torchlite_vq_gemv" in code, "decode calls with float32 activations run the table kernel"
+    ref = f(x)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5 * ref.abs().max().item())

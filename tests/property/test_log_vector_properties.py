@@ -75,8 +75,9 @@ def test_vector_codes_are_nearest_and_deterministic(case):
     qw = quantize_vector(w, d, size, gs, seed=seed)
     n, rows = w.shape[0], gs or w.shape[0]
     codes = (unpack_codes(qw.qdata, w.shape[1] // d) if size <= 16 else qw.qdata).long()
+    scaled = w / qw.scale
     for g, start in enumerate(range(0, n, rows)):
-        v = w[start : start + rows].reshape(-1, d).double()
+        v = scaled[start : start + rows].reshape(-1, d).double()
         dist = ((v[:, None] - qw.codebook[g].double()[None]) ** 2).sum(-1)
         chosen = dist.gather(1, codes[start : start + rows].reshape(-1, 1)).squeeze(1)
         assert (chosen <= dist.min(1).values * (1 + 1e-9) + 1e-30).all()
@@ -91,5 +92,6 @@ def test_vector_exact_when_distinct_subvectors_fit(d, size, n, count, seed):
     distinct = torch.randn(size, d, generator=g)
     if n * count < size:
         return
-    w = distinct[torch.randint(0, size, (n * count,), generator=g)].reshape(n, count * d)
+    row = distinct[torch.randint(0, size, (count,), generator=g)]  # every row a permutation: one row scale
+    w = torch.stack([row[torch.randperm(count, generator=g)] for _ in range(n)]).reshape(n, count * d)
     assert torch.equal(quantize_vector(w, d, size).dequantize(), w)

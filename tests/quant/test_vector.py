@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from torchlite import TorchliteError
-from torchlite.quant.vector import pack_codes, quantize_vector, unpack_codes
+from torchlite.quant.vector import pack_codes, quantize_vector, row_scales, unpack_codes
 
 
 def _codes(qw):
@@ -12,12 +12,13 @@ def _codes(qw):
 
 
 def _assert_nearest(w, qw):
-    """Every sub-vector's stored code is a nearest centroid of its codebook (float64 distances)."""
+    """Every scaled sub-vector's stored code is a nearest centroid of its codebook (float64 distances)."""
     n, k = w.shape
     d, rows = qw.vector_dim, qw.group_size or n
     codes = _codes(qw).long()
+    scaled = w / qw.scale
     for g, start in enumerate(range(0, n, rows)):
-        v = w[start : start + rows].reshape(-1, d).double()
+        v = scaled[start : start + rows].reshape(-1, d).double()
         dist = ((v[:, None, :] - qw.codebook[g].double()[None]) ** 2).sum(-1)
         chosen = dist.gather(1, codes[start : start + rows].reshape(-1, 1)).squeeze(1)
         assert (chosen <= dist.min(1).values * (1 + 1e-9) + 1e-30).all()
@@ -35,8 +36,22 @@ def test_codes_are_nearest_centroids(d, size, gs):
 @pytest.mark.parametrize("d, size, gs", [(4, 16, None), (2, 256, None), (3, 8, 16)])
 def test_exact_when_distinct_subvectors_fit_the_codebook(d, size, gs):
     distinct = torch.randn(size, d)
-    w = distinct[torch.randint(0, size, (32 * 10,))].reshape(32, 10 * d)
+    row = distinct[torch.randint(0, size, (10,))]  # every row a permutation of it: one row scale
+    w = torch.stack([row[torch.randperm(10)] for _ in range(32)]).reshape(32, 10 * d)
     assert torch.equal(quantize_vector(w, d, size, gs).dequantize(), w)
+
+
+def test_row_scales_let_rows_of_any_magnitude_share_a_codebook():
+    magnitude = torch.logspace(-3, 2, 64).unsqueeze(1)
+    w = torch.randn(64, 128) * magnitude
+    scale = row_scales(w)
+    rms = w.pow(2).mean(1, keepdim=True).sqrt()
+    assert torch.equal(torch.log2(scale), torch.round(torch.log2(scale)))  # powers of two
+    assert ((scale / rms) <= 2**0.5 + 1e-6).all() and ((rms / scale) <= 2**0.5 + 1e-6).all()
+    qw = quantize_vector(w, 2, 16)
+    row_error = (qw.dequantize() - w).norm(dim=1) / w.norm(dim=1)
+    assert row_error.max() < 0.5, "the small rows must not round to noise"
+    assert torch.equal(row_scales(torch.zeros(2, 8)), torch.ones(2, 1))
 
 
 def test_deterministic_for_a_seed():
@@ -61,7 +76,7 @@ def test_storage_and_bits_per_weight():
     w = torch.randn(32, 40)
     q8 = quantize_vector(w, 4, 256)
     assert q8.qdata.shape == (32, 10) and q8.qdata.dtype == torch.uint8 and q8.bits == 8
-    assert q8.nbytes * 8 == 32 * 10 * 8 + 256 * 4 * 32
+    assert q8.nbytes * 8 == 32 * 10 * 8 + 256 * 4 * 32 + 32 * 32  # codes, codebook, row scales
     q4 = quantize_vector(w, 8, 16)  # 5 codes per row: packed into 3 bytes
     assert q4.qdata.shape == (32, 3) and q4.bits == 4
     codes = torch.randint(0, 16, (3, 7), dtype=torch.uint8)

@@ -3,9 +3,12 @@
 Decode shapes: one reduction per (output row n, activation row m) over (sub-vector j, element t)
 that loads the code of sub-vector j (unpacking the nibble when C <= 16), gathers element t of its
 centroid from the small codebook (indirect indexing; it stays in cache) and multiplies it with the
-activation: the sum over sub-vectors of dot(codebook[code], x_sub). No dequantized weight is written.
-(Flattening the reduction to one loop over K was 4x slower; precomputing a table of the dot
-products of x with every centroid per sub-vector position was no faster.) Other shapes gather Ŵ
+activation: the sum over sub-vectors of dot(codebook[code], x_sub); the row scale multiplies the
+finished sum. No dequantized weight is written.
+(Flattening the reduction to one loop over K was 4x slower; a table of the dot products of x with
+every centroid per sub-vector position was no faster in Inductor's IR, whose indirect loads are
+scalar.) Where the CPU has AVX-512 and the table stays cache-sized, decode calls run the hand-written
+`csrc/vq_gemv.cpp` instead: that table, then one vector gather per 16 codes. Other shapes gather Ŵ
 into a temporary and use Inductor's GEMM (see `inductor.quant.weight_only_linear`).
 """
 from __future__ import annotations
@@ -16,14 +19,17 @@ from torch._inductor.lowering import register_lowering
 from torch._inductor.virtualized import ops
 
 from ..ops import vector as _ops  # noqa: F401  (the ops must exist before we register lowerings)
+from .cpp_kernel import call, cpu_flags, source, static_int
 from .quant import weight_only_linear
+
+TABLE_BYTES_MAX = 8 << 20  # the hand-written kernel's per-call table must stay cache-sized
 
 
 class _Codes:
-    """Ŵ[n, k] = codebook[n // group_size, code[n, k // d], k % d] inside Inductor inner functions."""
+    """Ŵ[n, k] = scale[n] · codebook[n // group_size, code[n, k // d], k % d] inside Inductor inner functions."""
 
-    def __init__(self, qdata, codebook, group_size: int):
-        self.q, self.cb = qdata.make_loader(), codebook.make_loader()
+    def __init__(self, qdata, scale, codebook, group_size: int):
+        self.q, self.s, self.cb = qdata.make_loader(), scale.make_loader(), codebook.make_loader()
         _, self.size, self.d = (int(s) for s in codebook.get_size())
         self.group_size = group_size
 
@@ -39,25 +45,45 @@ class _Codes:
         idx = ops.indirect_indexing(self.code(n, j), self.size, check=False)
         return self.cb([n // self.group_size if self.group_size else 0, idx, t])
 
+    def scale(self, n):
+        return self.s([n, 0])
+
 
 @register_lowering(torch.ops.torchlite.dequantize_vector.default, type_promotion_kind=None)
-def _dequantized(qdata, codebook, group_size, in_features, dtype):
-    w = _Codes(qdata, codebook, group_size)
+def _dequantized(qdata, scale, codebook, group_size, in_features, dtype):
+    w = _Codes(qdata, scale, codebook, group_size)
 
     def inner(index):
         n, k = index
-        return ops.to_dtype(w.centroid(n, k // w.d, k % w.d), dtype)
+        return ops.to_dtype(ops.mul(w.centroid(n, k // w.d, k % w.d), w.scale(n)), dtype)
 
     ranges = [qdata.get_size()[0], in_features]
     return ir.Pointwise.create(device=qdata.get_device(), dtype=dtype, inner_fn=inner, ranges=ranges)
 
 
+def table_kernel_usable(x2, m_rows, w: _Codes, n_out, in_features: int) -> bool:
+    """Whether `csrc/vq_gemv.cpp` takes this call: AVX-512 gathers, float32 activations, few static rows,
+    and a table of (codebooks x rows x sub-vectors x centroids) floats that stays cache-sized."""
+    if not ({"avx512f", "avx512bw", "avx512vl"} <= cpu_flags() and static_int(m_rows) and static_int(n_out)):
+        return False
+    groups = -(-int(n_out) // w.group_size) if w.group_size else 1
+    table_bytes = 4 * groups * int(m_rows) * (in_features // w.d) * w.size
+    return x2.get_device().type == "cpu" and x2.get_dtype() == torch.float32 and table_bytes <= TABLE_BYTES_MAX
+
+
 @register_lowering(torch.ops.torchlite.qlinear_vector.default, type_promotion_kind=None)
-def _qlinear_vector(x, qdata, codebook, bias, group_size, in_features):
-    w = _Codes(qdata, codebook, group_size)
+def _qlinear_vector(x, qdata, scale, codebook, bias, group_size, in_features):
+    w = _Codes(qdata, scale, codebook, group_size)
     n_out = qdata.get_size()[0]
 
     def fused_sum(x2, m_rows):
+        if table_kernel_usable(x2, m_rows, w, n_out, in_features):
+            defines = {
+                "M_ROWS": int(m_rows), "N_OUT": int(n_out), "J": in_features // w.d, "D": w.d, "C": w.size,
+                "G": int(codebook.get_size()[0]), "GROUP_ROWS": w.group_size or int(n_out), "NIBBLES": int(w.size <= 16),
+            }
+            arg_types = ["const float*", "const uint8_t*", "const float*", "float*"]
+            return call([x2, qdata, codebook], [n_out, m_rows], source("vq_gemv.cpp"), defines, arg_types, "vq_gemv")
         xl = x2.make_loader()
 
         def inner(index, rindex):
@@ -73,5 +99,6 @@ def _qlinear_vector(x, qdata, codebook, bias, group_size, in_features):
         return acc
 
     return weight_only_linear(
-        x, bias, n_out, lambda dtype: _dequantized(qdata, codebook, group_size, in_features, dtype), fused_sum
+        x, bias, n_out, lambda dtype: _dequantized(qdata, scale, codebook, group_size, in_features, dtype), fused_sum,
+        w.scale,
     )

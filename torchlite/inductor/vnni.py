@@ -8,40 +8,32 @@ what the previous ones leave over: float32-like precision) and multiplies 64 byt
 instruction. Table values cover int2..int4 (symmetric or with zero points), int8 and log codes (±2^-e,
 exact as integers times 2^(L-1)).
 
-`VnniGemv` is an Inductor IR node: Inductor compiles its source with its own C++ toolchain and cache
-and calls it from the compiled graph like one of its generated kernels. The lowerings use it where
-the CPU has AVX512-VNNI, the activations are float32 and the rows few and static, and the layout comes
-in whole 64-weight steps; everywhere else they keep the generated reduction.
+The call is a `cpp_kernel.CppKernelCall` node: compiled by Inductor's toolchain and called from the
+compiled graph like one of its generated kernels. The lowerings use it where the CPU has
+AVX512-VNNI, the activations are float32 and the rows few and static, and the layout comes in whole
+64-weight steps; everywhere else they keep the generated reduction.
 """
 from __future__ import annotations
 
-import functools
-from pathlib import Path
-
 import torch
-from torch._inductor import ir
 
-SOURCE = (Path(__file__).parent / "csrc" / "vnni_gemv.cpp").read_text()
+from .cpp_kernel import call, cpu_flags, source, static_int
+
 ARG_TYPES = ["const float*", "const uint8_t*", "const float*", "const uint8_t*", "float*"]
 STEP = 64  # weights per step of the kernel
 PARTS = 3  # int8 parts the activations are split into (7 more bits each)
 
 
-@functools.cache
 def cpu_has_vnni() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    return "avx512_vnni" in flags and "avx512bw" in flags
+    return {"avx512_vnni", "avx512bw"} <= cpu_flags()
 
 
 def usable(x2, m_rows, kp: int, block: int, group: int) -> bool:
     """Whether the kernel can take this call (otherwise the generated reduction is used)."""
-    static_rows = isinstance(m_rows, int) or getattr(m_rows, "is_Integer", False)
     group = group or kp
     return (
-        cpu_has_vnni() and x2.get_device().type == "cpu" and x2.get_dtype() == torch.float32 and static_rows
+        cpu_has_vnni() and x2.get_device().type == "cpu"
+        and x2.get_dtype() == torch.float32 and static_int(m_rows)
         and kp % STEP == 0 and block % STEP == 0 and group % block == 0
     )
 
@@ -61,38 +53,19 @@ def byte_table(values: torch.Tensor) -> tuple[list[int], float, float]:
     return u.tolist() + [0] * (16 - len(u)), offset, value_scale
 
 
-class VnniGemv(ir.ExternKernelOut):
+def vnni_sums(x2, qdata, scale, zero, *, in_features: int, kp: int, nibbles: bool, block: int, group: int,
+              table: torch.Tensor | None, flip_sign: bool):
     """sums[n, m] = Σ_k x[m, k]·Ŵ[n, k] as float32 [N, M], without the per-channel scale when not grouped
     (the caller's epilogue applies it)."""
-
-    def __init__(self, x2, qdata, scale, zero, *, in_features: int, kp: int, nibbles: bool, block: int,
-                 group: int, table: torch.Tensor | None, flip_sign: bool):
-        n_out, m_rows = qdata.get_size()[0], x2.get_size()[0]
-        inputs = [self.require_contiguous(self.realize_input(t)) for t in (x2, qdata, scale)]
-        if zero is not None:
-            inputs.append(self.require_contiguous(self.realize_input(zero)))
-        super().__init__(ir.FixedLayout(x2.get_device(), torch.float32, [n_out, m_rows], [m_rows, 1]), inputs)
-        lut, offset, value_scale = byte_table(table) if nibbles else ([0] * 16, 128.0 if flip_sign else 0.0, 1.0)
-        rows, cols = (int(s) for s in scale.get_size())
-        defines = {
-            "M_ROWS": int(m_rows), "N_OUT": int(n_out), "K_IN": in_features, "KP": kp, "NIBBLES": int(nibbles),
-            "BLOCK": block, "GROUP": group or kp, "SCALED": int(group > 0), "SCALE_ROWS": rows, "SCALE_COLS": cols,
-            "HAS_ZERO": int(zero is not None), "OFFSET": f"{offset}f", "FLIP_SIGN": int(flip_sign),
-            "VALUE_SCALE": repr(value_scale), "LUT_VALUES": ", ".join(map(str, lut)), "PARTS": PARTS,
-        }
-        self.source = "".join(f"#define {k} {v}\n" for k, v in defines.items()) + SOURCE
-
-    def codegen(self, wrapper) -> None:
-        name = wrapper.src_to_kernel.get(self.source)
-        if name is None:
-            name = f"cpp_torchlite_vnni_gemv_{wrapper.next_kernel_suffix()}"
-            wrapper.src_to_kernel[self.source] = name
-            wrapper.define_kernel(name, f"async_compile.cpp_pybinding({ARG_TYPES!r}, r'''\n{self.source}''')", gpu=False)
-        args = [t.codegen_reference() for t in self.inputs]
-        if len(args) == 3:
-            args.append(args[1])  # no zero points: the kernel never reads this pointer
-        wrapper.writeline(f"{name}({', '.join(args)}, {self.get_name()})")
-
-
-def vnni_sums(x2, qdata, scale, zero, **kwargs):
-    return ir.TensorBox.create(VnniGemv(x2, qdata, scale, zero, **kwargs))
+    n_out, m_rows = qdata.get_size()[0], x2.get_size()[0]
+    lut, offset, value_scale = byte_table(table) if nibbles else ([0] * 16, 128.0 if flip_sign else 0.0, 1.0)
+    rows, cols = (int(s) for s in scale.get_size())
+    defines = {
+        "M_ROWS": int(m_rows), "N_OUT": int(n_out), "K_IN": in_features, "KP": kp, "NIBBLES": int(nibbles),
+        "BLOCK": block, "GROUP": group or kp, "SCALED": int(group > 0), "SCALE_ROWS": rows, "SCALE_COLS": cols,
+        "HAS_ZERO": int(zero is not None), "OFFSET": f"{offset}f", "FLIP_SIGN": int(flip_sign),
+        "VALUE_SCALE": repr(value_scale), "LUT_VALUES": ", ".join(map(str, lut)), "PARTS": PARTS,
+    }
+    # without zero points the kernel never reads its fourth pointer: pass the codes again
+    inputs = [x2, qdata, scale, zero if zero is not None else qdata]
+    return call(inputs, [n_out, m_rows], source("vnni_gemv.cpp"), defines, ARG_TYPES, "vnni_gemv")

@@ -1,9 +1,9 @@
 """Vector-quantized (codebook) weight-only ops; numerics in `torchlite.quant.vector`.
 
-- `torchlite::dequantize_vector(qdata, codebook, group_size, in_features, dtype)` -> W[N, K]
-- `torchlite::qlinear_vector(x, qdata, codebook, bias, group_size, in_features)` -> x @ Ŵ.T + b
+- `torchlite::dequantize_vector(qdata, scale, codebook, group_size, in_features, dtype)` -> W[N, K]
+- `torchlite::qlinear_vector(x, qdata, scale, codebook, bias, group_size, in_features)` -> x @ Ŵ.T + b
 
-`codebook` is float32 [G, C, d]; `qdata` the codes (two per byte when C <= 16). The eager
+`codebook` is float32 [G, C, d]; `scale` float32 [N, 1]; `qdata` the codes (two per byte when C <= 16). The eager
 implementations dequantize and accumulate in float32: the oracle of the lowerings.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from ..quant.vector import dequantize_vector as _dequantize_vector
 from .quant import check_x, register_weight_only_autograd
 
 
-def check_vector_weight(qdata, codebook, group_size: int, in_features: int) -> None:
+def check_vector_weight(qdata, scale, codebook, group_size: int, in_features: int) -> None:
     if codebook.dim() != 3 or codebook.dtype != torch.float32 or not 2 <= codebook.shape[1] <= 256:
         raise TorchliteError(f"a codebook is float32 [groups, 2..256 centroids, d], got {tuple(codebook.shape)} {codebook.dtype}")
     groups, size, d = codebook.shape
@@ -30,38 +30,41 @@ def check_vector_weight(qdata, codebook, group_size: int, in_features: int) -> N
             f"match in_features={in_features}, group_size={group_size} (uint8 [out, {cols}] codes, {want_groups} "
             "codebook(s)): storage and metadata disagree"
         )
+    if scale.dim() != 2 or tuple(scale.shape) != (qdata.shape[0], 1) or scale.dtype != torch.float32:
+        raise TorchliteError(f"row scales must be float32 [{qdata.shape[0]}, 1], got {tuple(scale.shape)} {scale.dtype}")
 
 
 @torch.library.custom_op("torchlite::dequantize_vector", mutates_args=())
 def dequantize_vector(
-    qdata: torch.Tensor, codebook: torch.Tensor, group_size: int, in_features: int, dtype: torch.dtype
+    qdata: torch.Tensor, scale: torch.Tensor, codebook: torch.Tensor, group_size: int, in_features: int,
+    dtype: torch.dtype,
 ) -> torch.Tensor:
-    check_vector_weight(qdata, codebook, group_size, in_features)
-    return _dequantize_vector(qdata, codebook, group_size, in_features, dtype)
+    check_vector_weight(qdata, scale, codebook, group_size, in_features)
+    return _dequantize_vector(qdata, scale, codebook, group_size, in_features, dtype)
 
 
 @dequantize_vector.register_fake
-def _(qdata, codebook, group_size, in_features, dtype):
-    check_vector_weight(qdata, codebook, group_size, in_features)
+def _(qdata, scale, codebook, group_size, in_features, dtype):
+    check_vector_weight(qdata, scale, codebook, group_size, in_features)
     return qdata.new_empty((qdata.shape[0], in_features), dtype=dtype)
 
 
 @torch.library.custom_op("torchlite::qlinear_vector", mutates_args=())
 def qlinear_vector(
-    x: torch.Tensor, qdata: torch.Tensor, codebook: torch.Tensor, bias: torch.Tensor | None,
+    x: torch.Tensor, qdata: torch.Tensor, scale: torch.Tensor, codebook: torch.Tensor, bias: torch.Tensor | None,
     group_size: int, in_features: int,
 ) -> torch.Tensor:
     check_x(x, in_features)
-    check_vector_weight(qdata, codebook, group_size, in_features)
-    w = _dequantize_vector(qdata, codebook, group_size, in_features)
+    check_vector_weight(qdata, scale, codebook, group_size, in_features)
+    w = _dequantize_vector(qdata, scale, codebook, group_size, in_features)
     return F.linear(x.float(), w, None if bias is None else bias.float()).to(x.dtype)
 
 
 @qlinear_vector.register_fake
-def _(x, qdata, codebook, bias, group_size, in_features):
+def _(x, qdata, scale, codebook, bias, group_size, in_features):
     check_x(x, in_features)
-    check_vector_weight(qdata, codebook, group_size, in_features)
+    check_vector_weight(qdata, scale, codebook, group_size, in_features)
     return x.new_empty((*x.shape[:-1], qdata.shape[0]))
 
 
-register_weight_only_autograd(qlinear_vector, torch.ops.torchlite.dequantize_vector, 2)
+register_weight_only_autograd(qlinear_vector, torch.ops.torchlite.dequantize_vector, 3)

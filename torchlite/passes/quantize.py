@@ -41,7 +41,7 @@ DEQUANTIZE_VECTOR = torch.ops.torchlite.dequantize_vector.default
 FUSED = {
     DEQUANTIZE: (QLINEAR, 3),
     DEQUANTIZE_LOG: (torch.ops.torchlite.qlinear_log.default, 2),
-    DEQUANTIZE_VECTOR: (torch.ops.torchlite.qlinear_vector.default, 2),
+    DEQUANTIZE_VECTOR: (torch.ops.torchlite.qlinear_vector.default, 3),
 }
 
 

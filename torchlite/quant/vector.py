@@ -1,18 +1,22 @@
 """Vector quantization of a weight matrix W[N, K]: each run of `vector_dim` (d) consecutive input
-features of a row (a sub-vector) is replaced by the nearest of `codebook_size` (C) centroids.
+features of a row (a sub-vector) is replaced by the nearest of `codebook_size` (C) centroids, times
+the row's scale: Ŵ[n] = scale[n] · centroids. The scale is the power of two nearest the row's RMS,
+so rows of different magnitude share one codebook (without it the large rows take all centroids and
+the small ones round to noise), and dividing by it is exact.
 
 Codebooks: one per layer, or one per group of `group_size` consecutive output rows (the last group
-may be smaller). Each is learned by k-means on the group's sub-vectors: k-means++ seeding from a
+may be smaller). Each is learned by k-means on the group's scaled sub-vectors (W[n] / scale[n]): k-means++ seeding from a
 seeded generator, then KMEANS_ITERS Lloyd steps (distances and means in float64; an empty cluster
 keeps its centroid). Training uses at most TRAIN_PER_CENTROID * C sub-vectors, drawn with the same
 generator; every sub-vector is then coded with its nearest centroid in the stored float32 codebook.
-When a group has at most C distinct sub-vectors, they are the codebook (padded with copies of the
-first) and the reconstruction is exact. The result is a pure function of (W, d, C, group_size, seed).
+When a group has at most C distinct scaled sub-vectors, they are the codebook (padded with copies of
+the first) and the reconstruction is exact. The result is a pure function of (W, d, C, group_size, seed).
 
 Storage (what the kernels read): `qdata` holds the codes of W's J = K/d sub-vectors per row, uint8
 [N, J], or, when C <= 16, two per byte [N, ceil(J/2)] (code 2i in the low nibble of byte i, code
-2i+1 in the high one; an odd J leaves a zero high nibble); `codebook` is float32 [G, C, d].
-Bits per weight: log2(C)/d for the codes plus 32·G·C·d / (N·K) for the codebooks.
+2i+1 in the high one; an odd J leaves a zero high nibble); `scale` float32 [N, 1]; `codebook`
+float32 [G, C, d]. Bits per weight: log2(C)/d for the codes plus 32·(G·C·d + N) / (N·K) for the
+codebooks and scales.
 """
 from __future__ import annotations
 
@@ -30,12 +34,13 @@ CHUNK = 16384  # sub-vectors per distance computation
 @dataclass
 class VectorQuantizedWeight:
     qdata: torch.Tensor
+    scale: torch.Tensor
     codebook: torch.Tensor
     group_size: int  # output rows per codebook; 0: one codebook per layer
     in_features: int
 
     scheme = "vector"
-    scale = zero = input_scale = None
+    zero = input_scale = None
 
     @property
     def out_features(self) -> int:
@@ -51,13 +56,13 @@ class VectorQuantizedWeight:
         return code_bits(self.codebook.shape[1])
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        return dequantize_vector(self.qdata, self.codebook, self.group_size, self.in_features, dtype)
+        return dequantize_vector(self.qdata, self.scale, self.codebook, self.group_size, self.in_features, dtype)
 
     effective_weight = dequantize
 
     @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.qdata, self.codebook))
+        return sum(t.numel() * t.element_size() for t in (self.qdata, self.scale, self.codebook))
 
 
 def code_bits(codebook_size: int) -> int:
@@ -133,7 +138,8 @@ def quantize_vector(
     check_shape("weight", weight.shape, vector_dim, codebook_size, group_size)
     n, k = weight.shape
     rows = group_size or n
-    w = weight.detach().float()
+    scale = row_scales(weight)
+    w = weight.detach().float() / scale
     generator = torch.Generator().manual_seed(seed)
     books, codes = [], []
     for start in range(0, n, rows):
@@ -142,7 +148,13 @@ def quantize_vector(
         codes.append(c.reshape(-1, k // vector_dim))
     codes = torch.cat(codes).to(torch.uint8)
     qdata = pack_codes(codes) if codebook_size <= 16 else codes.contiguous()
-    return VectorQuantizedWeight(qdata, torch.stack(books).contiguous(), group_size or 0, k)
+    return VectorQuantizedWeight(qdata, scale, torch.stack(books).contiguous(), group_size or 0, k)
+
+
+def row_scales(weight: torch.Tensor) -> torch.Tensor:
+    """float32 [N, 1]: per row, the power of two nearest its RMS (1 for an all-zero row)."""
+    rms = weight.detach().float().pow(2).mean(dim=1, keepdim=True).sqrt()
+    return torch.where(rms > 0, torch.exp2(torch.round(torch.log2(rms))), torch.ones_like(rms)).contiguous()
 
 
 def pack_codes(codes: torch.Tensor) -> torch.Tensor:
@@ -158,14 +170,14 @@ def unpack_codes(qdata: torch.Tensor, count: int) -> torch.Tensor:
 
 
 def dequantize_vector(
-    qdata: torch.Tensor, codebook: torch.Tensor, group_size: int, in_features: int,
+    qdata: torch.Tensor, scale: torch.Tensor, codebook: torch.Tensor, group_size: int, in_features: int,
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """The reference dequantization: W[n, j·d + t] = codebook[n // group_size, code[n, j], t]."""
+    """The reference dequantization: W[n, j·d + t] = scale[n] · codebook[n // group_size, code[n, j], t]."""
     groups, size, d = codebook.shape
     n, count = qdata.shape[0], in_features // d
     codes = unpack_codes(qdata, count) if size <= 16 else qdata
     rows = torch.arange(n, device=qdata.device)
     group = rows // group_size if group_size else torch.zeros_like(rows)
     w = codebook[group.unsqueeze(1), codes.long()]  # [N, J, d]
-    return w.reshape(n, in_features).to(dtype).contiguous()
+    return (w.reshape(n, in_features) * scale).to(dtype).contiguous()
