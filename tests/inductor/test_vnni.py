@@ -97,3 +97,4 @@ def test_byte_table_represents_every_code_value():
         byte_table(torch.tensor([0.0, 1.0, 2.0**-9]))
     with pytest.raises(ValueError, match="power of two"):
         byte_table(torch.tensor([0.0, 0.1]))
+

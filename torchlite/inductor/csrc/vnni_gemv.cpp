@@ -15,6 +15,7 @@
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma")
 #include <immintrin.h>
 #include <cstdint>
+#include <memory>
 
 static_assert(KP % 64 == 0 && GROUP % 64 == 0 && KP % GROUP == 0, "layout the kernel cannot take");
 static_assert(!NIBBLES || (BLOCK % 64 == 0 && GROUP % BLOCK == 0), "nibble layout the kernel cannot take");
@@ -31,10 +32,15 @@ constexpr int64_t ROW_BYTES = NIBBLES ? KP / 2 : KP;
 constexpr int64_t MC = M_ROWS % 2 == 0 ? 2 : 1;  // activation rows per pass over a weight row
 
 alignas(64) static const uint8_t LUT[64] = {LUT_VALUES, LUT_VALUES, LUT_VALUES, LUT_VALUES};
-alignas(64) static int8_t XQ[PARTS][M_ROWS * KP];  // activation parts in step order
-alignas(64) static int8_t NATURAL[PARTS][KP];      // one row's parts in input order
-static float XSCALE[M_ROWS][PARTS];
-static float XSUM[M_ROWS * NG];
+
+// Per-call scratch (heap, so concurrent calls of one kernel do not share it).
+struct Activations {
+    alignas(64) int8_t q[PARTS][M_ROWS * KP];  // activation parts in step order
+    alignas(64) int8_t natural[PARTS][KP];     // one row's parts in input order
+    alignas(64) float rest[KP];                // what the parts so far leave over
+    float scale[M_ROWS][PARTS];
+    float sum[M_ROWS * NG];                    // group sums of the quantized activations
+};
 
 static inline __mmask16 tail_mask(int64_t k) {
     int64_t left = K_IN - k;
@@ -43,9 +49,9 @@ static inline __mmask16 tail_mask(int64_t k) {
 
 static inline __m512 round_even(__m512 v) { return _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
 
-// x [M_ROWS, K_IN] -> XQ (zero-padded to KP), XSCALE, XSUM.
-static void quantize_activations(const float* x) {
-    alignas(64) static float rest[KP];
+// x [M_ROWS, K_IN] -> the parts (zero-padded to KP), their scales and group sums.
+static void quantize_activations(const float* x, Activations& a) {
+    float* rest = a.rest;
     const __m512 sign = _mm512_set1_ps(-0.0f);
     for (int64_t m = 0; m < M_ROWS; ++m) {
         for (int64_t k = 0; k < KP; k += 16) _mm512_store_ps(rest + k, _mm512_maskz_loadu_ps(tail_mask(k), x + m * K_IN + k));
@@ -57,26 +63,26 @@ static void quantize_activations(const float* x) {
             for (int64_t k = 0; k < KP; k += 16) {
                 __m512 v = _mm512_load_ps(rest + k), q = round_even(_mm512_mul_ps(v, inv));
                 _mm512_store_ps(rest + k, _mm512_fnmadd_ps(q, spv, v));
-                _mm_store_si128((__m128i*)(NATURAL[p] + k), _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(q)));
+                _mm_store_si128((__m128i*)(a.natural[p] + k), _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(q)));
             }
-            XSCALE[m][p] = sp;
+            a.scale[m][p] = sp;
         }
         for (int64_t s = 0; s < STEPS; ++s) {
             for (int half = 0; half < 2; ++half) {
                 int64_t k = NIBBLES ? (s / (BLOCK / 64)) * BLOCK + (s % (BLOCK / 64)) * 32 + half * (BLOCK / 2) : s * 64 + half * 32;
                 int64_t at = m * KP + (PAIRED ? (s / 2) * 128 + half * 64 + (s % 2) * 32 : s * 64 + half * 32);
                 for (int p = 0; p < PARTS; ++p)
-                    _mm256_store_si256((__m256i*)(XQ[p] + at), _mm256_load_si256((const __m256i*)(NATURAL[p] + k)));
+                    _mm256_store_si256((__m256i*)(a.q[p] + at), _mm256_load_si256((const __m256i*)(a.natural[p] + k)));
             }
         }
         for (int64_t g = 0; g < NG; ++g) {
             float sum = 0.f;
             for (int p = 0; p < PARTS; ++p) {
                 int32_t total = 0;
-                for (int64_t k = g * GROUP; k < (g + 1) * GROUP; ++k) total += NATURAL[p][k];
-                sum += XSCALE[m][p] * (float)total;
+                for (int64_t k = g * GROUP; k < (g + 1) * GROUP; ++k) total += a.natural[p][k];
+                sum += a.scale[m][p] * (float)total;
             }
-            XSUM[m * NG + g] = sum;
+            a.sum[m * NG + g] = sum;
         }
     }
 }
@@ -93,7 +99,9 @@ static inline __m512i weight_bytes(const uint8_t* row, int64_t s, __m512i lut) {
 }
 
 extern "C" void kernel(const float* x, const uint8_t* codes, const float* scale, const uint8_t* zero, float* out) {
-    quantize_activations(x);
+    std::unique_ptr<Activations> scratch(new Activations);
+    const Activations& a = *scratch;
+    quantize_activations(x, *scratch);
     const __m512i lut = _mm512_load_si512(LUT);
     #pragma omp parallel for schedule(static)
     for (int64_t n = 0; n < N_OUT; ++n) {
@@ -125,7 +133,7 @@ extern "C" void kernel(const float* x, const uint8_t* codes, const float* scale,
                     for (int64_t m = 0; m < MC; ++m)
                         for (int u = 0; u < U; ++u)
                             for (int p = 0; p < PARTS; ++p) {
-                                const int8_t* xq = XQ[p] + (m0 + m) * KP + (s + u) * 64;
+                                const int8_t* xq = a.q[p] + (m0 + m) * KP + (s + u) * 64;
                                 acc[m][p][u] = _mm512_dpbusd_epi32(acc[m][p][u], w[u], _mm512_load_si512(xq));
                             }
                 }
@@ -139,12 +147,12 @@ extern "C" void kernel(const float* x, const uint8_t* codes, const float* scale,
                         if (U == 2) sum = _mm512_add_epi32(sum, acc[m][p][U - 1]);
                         total[m][p] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), sv, total[m][p]);
                     }
-                    zterm[m] += s * off * XSUM[(m0 + m) * NG + g];
+                    zterm[m] += s * off * a.sum[(m0 + m) * NG + g];
                 }
             }
             for (int64_t m = 0; m < MC; ++m) {
                 float dot = 0.f;
-                for (int p = 0; p < PARTS; ++p) dot += XSCALE[m0 + m][p] * _mm512_reduce_add_ps(total[m][p]);
+                for (int p = 0; p < PARTS; ++p) dot += a.scale[m0 + m][p] * _mm512_reduce_add_ps(total[m][p]);
                 out[n * M_ROWS + m0 + m] = (float)VALUE_SCALE * (dot - zterm[m]);
             }
         }

@@ -7,13 +7,19 @@
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma")
 #include <immintrin.h>
 #include <cstdint>
+#include <memory>
 
 constexpr int64_t TABLE = (int64_t)J * C;                     // floats per (codebook, activation row)
 constexpr int64_t ROW_BYTES = NIBBLES ? (J + 1) / 2 : J;      // codes: two per byte when C <= 16
-alignas(64) static float TBL[G * M_ROWS * TABLE];
-alignas(64) static float CBT[G * D * C];                      // the codebooks transposed: [g][t][c]
+// Per-call scratch (heap, so concurrent calls of one kernel do not share it).
+struct Tables {
+    alignas(64) float t[G * M_ROWS * TABLE];
+    alignas(64) float cbt[G * D * C];  // the codebooks transposed: [g][t][c]
+};
 
-static void build_tables(const float* x, const float* codebook) {
+static void build_tables(const float* x, const float* codebook, Tables& tb) {
+    float* TBL = tb.t;
+    float* CBT = tb.cbt;
     for (int64_t g = 0; g < G; ++g)
         for (int64_t c = 0; c < C; ++c)
             for (int64_t t = 0; t < D; ++t) CBT[(g * D + t) * C + c] = codebook[(g * C + c) * D + t];
@@ -46,7 +52,9 @@ static inline __m512i codes16(const uint8_t* row, int64_t j, int64_t left) {
 }
 
 extern "C" void kernel(const float* x, const uint8_t* codes, const float* codebook, float* out) {
-    build_tables(x, codebook);
+    std::unique_ptr<Tables> scratch(new Tables);
+    build_tables(x, codebook, *scratch);
+    const float* TBL = scratch->t;
     const __m512i lane_offset = _mm512_mullo_epi32(
         _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32(C));
     #pragma omp parallel for schedule(static)
