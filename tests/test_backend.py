@@ -173,3 +173,15 @@ def test_bad_calibration_is_a_clear_error(calib, match):
     options = {"recipe": {"factor": {"ratio": 0.5, "method": "whiten"}}, "calib": calib}
     with torch.no_grad(), pytest.raises(Exception, match=match):
         torch.compile(model, backend="lite", options=options)(x)
+
+
+def test_two_instances_of_one_class_keep_their_own_weights():
+    """Dynamo reuses a graph across instances of a module class (it guards on weight shapes); the
+    weights lifted into the compiled graph must still be each instance's own."""
+    a, b = Block().eval(), Block().eval()
+    x = torch.randn(2, 5, 64)
+    with torch.no_grad():
+        ca, cb = torch.compile(a, backend="lite"), torch.compile(b, backend="lite")
+        for _ in range(2):
+            torch.testing.assert_close(ca(x), a(x), rtol=0.05, atol=0.05)
+            torch.testing.assert_close(cb(x), b(x), rtol=0.05, atol=0.05)

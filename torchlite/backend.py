@@ -117,10 +117,41 @@ def _drop_inputs(compiled: Callable, kept: list[int]) -> Callable:
     return run
 
 
+def _per_weights(build: Callable, example_inputs) -> Callable:
+    """One compiled graph per set of lifted weights.
+
+    The lifted weights are constants of the compiled graph, but Dynamo (inlining nn.Modules) guards
+    on their shapes, not on which tensors they are: a second instance of the same module class reaches
+    the same graph with other weights. `build(inputs) -> (fn, lifted input indices)` compiles for
+    given inputs; the returned function checks the lifted inputs' identity on every call (a few µs)
+    and compiles again for weights it has not seen.
+    """
+    fn, lifted = build(example_inputs)
+    if not lifted:
+        return fn
+    variants = [(lifted, [example_inputs[i] for i in lifted], fn)]
+
+    def run(*args):
+        for indices, weights, compiled in variants:
+            if all(args[i] is w for i, w in zip(indices, weights)):
+                return compiled(*args)
+        logger.info("lite: new weights for an already compiled graph (another module instance?); compiling for them")
+        compiled, indices = build(list(args))
+        variants.append((indices, [args[i] for i in indices], compiled))
+        return compiled(*args)
+
+    return run
+
+
 def lite(gm: fx.GraphModule, example_inputs, options: Mapping[str, Any] | None = None, **_: Any) -> Callable:
     recipe, calib = parse_options(options)
     if recipe.is_noop:
         return _compile(gm, example_inputs)
+    return _per_weights(lambda inputs: _lite(gm, inputs, recipe, calib), example_inputs)
+
+
+def _lite(gm: fx.GraphModule, example_inputs, recipe, calib) -> tuple[Callable, list[int]]:
+    """(compiled function of Dynamo's full input list, indices of the inputs lifted into constants)."""
     training = torch.is_grad_enabled()
     try:
         canonical, kept, notes = lift_linear_weights(gm, example_inputs, keep_trainable=training)
@@ -140,16 +171,17 @@ def lite(gm: fx.GraphModule, example_inputs, options: Mapping[str, Any] | None =
         raise
     except Exception as exc:  # a graph the passes cannot handle: never break the user's model
         logger.warning("lite: passes failed (%s: %s); compiling with plain Inductor", type(exc).__name__, exc)
-        return _inductor(gm, example_inputs)
+        return _inductor(gm, example_inputs), []
     for report in reports:
         logger.info("lite:\n%s", report)
     if not any(getattr(r, "layers", None) for r in reports):
         logger.info("lite: nothing to rewrite in this graph")
-        return _compile(gm, example_inputs)
+        return _compile(gm, example_inputs), []
     _register_sources(rewritten, gm)
     try:
         compiled = _compile(rewritten, [example_inputs[i] for i in kept])
     except Exception as exc:
         logger.warning("lite: compiling the rewritten graph failed (%s: %s); using plain Inductor", type(exc).__name__, exc)
-        return _inductor(gm, example_inputs)
-    return _drop_inputs(compiled, kept)
+        return _inductor(gm, example_inputs), []
+    lifted = [i for i in range(len(example_inputs)) if i not in set(kept)]
+    return _drop_inputs(compiled, kept), lifted
