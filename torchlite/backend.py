@@ -183,5 +183,6 @@ def _lite(gm: fx.GraphModule, example_inputs, recipe, calib) -> tuple[Callable, 
     except Exception as exc:
         logger.warning("lite: compiling the rewritten graph failed (%s: %s); using plain Inductor", type(exc).__name__, exc)
         return _inductor(gm, example_inputs), []
-    lifted = [i for i in range(len(example_inputs)) if i not in set(kept)]
+    kept_set = set(kept)
+    lifted = [i for i in range(len(example_inputs)) if i not in kept_set]
     return _drop_inputs(compiled, kept), lifted

@@ -35,6 +35,15 @@ def static_int(size) -> bool:
     return isinstance(size, int) or getattr(size, "is_Integer", False)
 
 
+def takes_decode_call(x2, m_rows, flags: set[str]) -> bool:
+    """What every hand-written kernel needs of a call: the CPU flags, float32 activations on the CPU,
+    and a row count known at compile time (it becomes a #define)."""
+    return (
+        flags <= cpu_flags() and x2.get_device().type == "cpu" and x2.get_dtype() == torch.float32
+        and static_int(m_rows)
+    )
+
+
 class CppKernelCall(ir.ExternKernelOut):
     """out = kernel(*inputs) for a C++ `extern "C" void kernel(...)` taking the inputs' and the output's
     data pointers, in that order (`arg_types`: their C types)."""

@@ -19,7 +19,7 @@ from torch._inductor.lowering import register_lowering
 from torch._inductor.virtualized import ops
 
 from ..ops import vector as _ops  # noqa: F401  (the ops must exist before we register lowerings)
-from .cpp_kernel import call, cpu_flags, source, static_int
+from .cpp_kernel import call, source, static_int, takes_decode_call
 from .quant import weight_only_linear
 
 TABLE_BYTES_MAX = 8 << 20  # the hand-written kernel's per-call table must stay cache-sized
@@ -64,11 +64,10 @@ def _dequantized(qdata, scale, codebook, group_size, in_features, dtype):
 def table_kernel_usable(x2, m_rows, w: _Codes, n_out, in_features: int) -> bool:
     """Whether `csrc/vq_gemv.cpp` takes this call: AVX-512 gathers, float32 activations, few static rows,
     and a table of (codebooks x rows x sub-vectors x centroids) floats that stays cache-sized."""
-    if not ({"avx512f", "avx512bw", "avx512vl"} <= cpu_flags() and static_int(m_rows) and static_int(n_out)):
+    if not (takes_decode_call(x2, m_rows, {"avx512f", "avx512bw", "avx512vl"}) and static_int(n_out)):
         return False
     groups = -(-int(n_out) // w.group_size) if w.group_size else 1
-    table_bytes = 4 * groups * int(m_rows) * (in_features // w.d) * w.size
-    return x2.get_device().type == "cpu" and x2.get_dtype() == torch.float32 and table_bytes <= TABLE_BYTES_MAX
+    return 4 * groups * int(m_rows) * (in_features // w.d) * w.size <= TABLE_BYTES_MAX
 
 
 @register_lowering(torch.ops.torchlite.qlinear_vector.default, type_promotion_kind=None)

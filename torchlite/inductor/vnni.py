@@ -17,25 +17,24 @@ from __future__ import annotations
 
 import torch
 
-from .cpp_kernel import call, cpu_flags, source, static_int
+from .cpp_kernel import call, cpu_flags, source, takes_decode_call
 
 ARG_TYPES = ["const float*", "const uint8_t*", "const float*", "const uint8_t*", "float*"]
 STEP = 64  # weights per step of the kernel
 PARTS = 3  # int8 parts the activations are split into (7 more bits each)
 
 
+FLAGS = {"avx512_vnni", "avx512bw"}
+
+
 def cpu_has_vnni() -> bool:
-    return {"avx512_vnni", "avx512bw"} <= cpu_flags()
+    return FLAGS <= cpu_flags()
 
 
 def usable(x2, m_rows, kp: int, block: int, group: int) -> bool:
     """Whether the kernel can take this call (otherwise the generated reduction is used)."""
     group = group or kp
-    return (
-        cpu_has_vnni() and x2.get_device().type == "cpu"
-        and x2.get_dtype() == torch.float32 and static_int(m_rows)
-        and kp % STEP == 0 and block % STEP == 0 and group % block == 0
-    )
+    return takes_decode_call(x2, m_rows, FLAGS) and kp % STEP == 0 and block % STEP == 0 and group % block == 0
 
 
 def byte_table(values: torch.Tensor) -> tuple[list[int], float, float]:
