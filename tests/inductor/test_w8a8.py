@@ -1,4 +1,6 @@
 """W8A8 (int8 activations x int8 weights): the op's numerics, its lowering, and the pass."""
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -6,6 +8,7 @@ from torch._inductor.utils import run_and_get_code
 
 import torchlite
 from torchlite import Quantize, Recipe, TorchliteError
+from torchlite.inductor.vnni import cpu_has_vnni
 from torchlite.quant.linear import quantize_weight
 
 A8 = torch.ops.torchlite.qlinear_a8.default
@@ -30,7 +33,9 @@ def test_opcheck_and_numerics_against_float_reference():
 
 @pytest.mark.parametrize("n, k, batch", [(96, 128, (1,)), (33, 70, (2, 3)), (64, 576, (40,)), (17, 64, (1, 1))])
 @pytest.mark.parametrize("static", [False, True])
-def test_lowering_matches_eager_and_uses_int_mm(n, k, batch, static):
+def test_lowering_matches_eager(n, k, batch, static):
+    """Decode shapes on a VNNI CPU run the hand-written kernel (the op's own int8 activations: equal up
+    to float summation order); others quantize in a generated kernel and call `_int_mm`."""
     qw, bias = _case(n, k)
     x_scale = torch.full((1, 1), 0.03) if static else None
 
@@ -41,11 +46,34 @@ def test_lowering_matches_eager_and_uses_int_mm(n, k, batch, static):
     out, (code, *_) = run_and_get_code(torch.compile(f, fullgraph=True), x)
     ref = f(x)
     assert out.shape == ref.shape == (*batch, n)
+    if cpu_has_vnni() and math.prod(batch) <= 16:
+        assert "cpp_torchlite_vnni_gemv" in code and "_int_mm" not in code
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
+        return
+    assert "_int_mm" in code, "the lowering runs int8 x int8 -> int32 GEMM"
     # one int8 code may round the other way (fused float ops): one step of one activation
     step = (x.abs().amax(-1, keepdim=True) / 127 if not static else x_scale) * qw.scale.max()
     assert ((out - ref).abs() <= 127 * step * 1.01 + 1e-5).all()
     assert (out - ref).abs().mean() < 1e-3 * ref.abs().mean() + 1e-6
-    assert "_int_mm" in code, "the lowering runs int8 x int8 -> int32 GEMM"
+
+
+@pytest.mark.skipif(not cpu_has_vnni(), reason="this CPU has no AVX512-VNNI: the decode call uses _int_mm")
+def test_kernel_clamps_static_scale_and_keeps_per_token_scales():
+    """Rows of very different magnitude keep their own scales; a static scale clamps outliers at ±127
+    steps, as the op does."""
+    qw, bias = _case(48, 256, seed=1)
+    x = torch.randn(3, 256)
+    x[1] *= 1000.0
+    x[2, :5] *= 300.0
+    for x_scale in (None, torch.full((1, 1), 0.01)):
+        def f(x):
+            return A8(x, qw.qdata, qw.scale, bias, 256, x_scale)
+
+        out, (code, *_) = run_and_get_code(torch.compile(f, fullgraph=True), x)
+        assert "cpp_torchlite_vnni_gemv" in code
+        ref = f(x)
+        for row in range(3):
+            torch.testing.assert_close(out[row], ref[row], rtol=1e-5, atol=1e-5 * ref[row].abs().max().item())
 
 
 class Block(torch.nn.Module):

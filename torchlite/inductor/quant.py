@@ -262,14 +262,29 @@ def _qlinear_log_lowering(x, qdata, scale, bias, bits, group_size, in_features):
 
 @register_lowering(torch.ops.torchlite.qlinear_a8.default, type_promotion_kind=None)
 def _qlinear_a8_lowering(x, qdata, scale, bias, in_features, x_scale):
-    """One fused kernel quantizes the activations (per-token amax, scale, round, clamp, int8 store),
-    `aten._int_mm` multiplies int8 x int8 -> int32 (oneDNN: VNNI on this CPU), one epilogue applies
-    both scales and the bias."""
+    """Decode shapes on a VNNI CPU: the hand-written kernel with one activation part (it quantizes the
+    activations exactly as the op does, then int8 x int8 dot products). Otherwise one fused kernel
+    quantizes the activations (per-token amax, scale, round, clamp, int8 store), `aten._int_mm`
+    multiplies int8 x int8 -> int32 (oneDNN), one epilogue applies both scales and the bias."""
     *batch, k = x.get_size()
     n_out, kp = qdata.get_size()
     m_rows = ir.sympy_product(batch) if batch else 1
     x2 = lowerings[aten.reshape](x, [m_rows, k])
     x2.realize()
+    w_scale = scale.make_loader()
+    if V.graph.sizevars.statically_known_leq(m_rows, FUSED_MAX_ROWS) and vnni.usable(x2, m_rows, kp, vnni.STEP, 0):
+        def fused_sum(x2, m_rows):
+            return vnni.vnni_sums(
+                x2, qdata, scale, None, in_features=in_features, kp=kp, nibbles=False, block=vnni.STEP, group=0,
+                table=None, flip_sign=True, parts=1, x_scale=x_scale,
+            )
+
+        return weight_only_linear(x, bias, n_out, None, fused_sum, lambda n: w_scale([n, 0]))
+    return _a8_int_mm(x, x2, qdata, w_scale, bias, x_scale, m_rows, batch, n_out, kp)
+
+
+def _a8_int_mm(x, x2, qdata, w_scale, bias, x_scale, m_rows, batch, n_out, kp):
+    k = x2.get_size()[1]
     xl, f32, device = x2.make_loader(), torch.float32, x.get_device()
     if x_scale is None:
         amax = ir.Reduction.create(
@@ -298,7 +313,6 @@ def _qlinear_a8_lowering(x, qdata, scale, bias, in_features, x_scale):
         codes = lowerings[aten.constant_pad_nd](codes, [0, kp - k], 0)
     codes.realize()
     acc = lowerings[aten._int_mm](codes, lowerings[aten.permute](qdata, [1, 0])).make_loader()
-    w_scale = scale.make_loader()
     bias_l = bias.make_loader() if bias is not None else None
 
     def epilogue(index):

@@ -6,7 +6,8 @@ the memory roofline here. `csrc/vnni_gemv.cpp` keeps the weights in bytes instea
 to bytes with one table shuffle, quantizes the activations per call into three int8 parts (each codes
 what the previous ones leave over: float32-like precision) and multiplies 64 byte pairs per vpdpbusd
 instruction. Table values cover int2..int4 (symmetric or with zero points), int8 and log codes (±2^-e,
-exact as integers times 2^(L-1)).
+exact as integers times 2^(L-1)). W8A8 (`torchlite::qlinear_a8`) is the same kernel with one part: the
+op's own per-token (or static) int8 activations.
 
 The call is a `cpp_kernel.CppKernelCall` node: compiled by Inductor's toolchain and called from the
 compiled graph like one of its generated kernels. The lowerings use it where the CPU has
@@ -19,9 +20,9 @@ import torch
 
 from .cpp_kernel import call, cpu_flags, source, takes_decode_call
 
-ARG_TYPES = ["const float*", "const uint8_t*", "const float*", "const uint8_t*", "float*"]
+ARG_TYPES = ["const float*", "const uint8_t*", "const float*", "const uint8_t*", "const float*", "float*"]
 STEP = 64  # weights per step of the kernel
-PARTS = 3  # int8 parts the activations are split into (7 more bits each)
+PARTS = 3  # int8 parts weight-only calls split the activations into (7 more bits each)
 
 
 FLAGS = {"avx512_vnni", "avx512bw"}
@@ -53,9 +54,10 @@ def byte_table(values: torch.Tensor) -> tuple[list[int], float, float]:
 
 
 def vnni_sums(x2, qdata, scale, zero, *, in_features: int, kp: int, nibbles: bool, block: int, group: int,
-              table: torch.Tensor | None, flip_sign: bool):
+              table: torch.Tensor | None, flip_sign: bool, parts: int = PARTS, x_scale=None):
     """sums[n, m] = Σ_k x[m, k]·Ŵ[n, k] as float32 [N, M], without the per-channel scale when not grouped
-    (the caller's epilogue applies it)."""
+    (the caller's epilogue applies it). `parts`: int8 parts of the activations (1: W8A8, with the static
+    activation scale `x_scale` [1, 1] if given, else per token)."""
     n_out, m_rows = qdata.get_size()[0], x2.get_size()[0]
     lut, offset, value_scale = byte_table(table) if nibbles else ([0] * 16, 128.0 if flip_sign else 0.0, 1.0)
     rows, cols = (int(s) for s in scale.get_size())
@@ -63,8 +65,9 @@ def vnni_sums(x2, qdata, scale, zero, *, in_features: int, kp: int, nibbles: boo
         "M_ROWS": int(m_rows), "N_OUT": int(n_out), "K_IN": in_features, "KP": kp, "NIBBLES": int(nibbles),
         "BLOCK": block, "GROUP": group or kp, "SCALED": int(group > 0), "SCALE_ROWS": rows, "SCALE_COLS": cols,
         "HAS_ZERO": int(zero is not None), "OFFSET": f"{offset}f", "FLIP_SIGN": int(flip_sign),
-        "VALUE_SCALE": repr(value_scale), "LUT_VALUES": ", ".join(map(str, lut)), "PARTS": PARTS,
+        "VALUE_SCALE": repr(value_scale), "LUT_VALUES": ", ".join(map(str, lut)), "PARTS": parts,
+        "STATIC_X_SCALE": int(x_scale is not None),
     }
-    # without zero points the kernel never reads its fourth pointer: pass the codes again
-    inputs = [x2, qdata, scale, zero if zero is not None else qdata]
+    # pointers the kernel never reads (no zero points, no static scale) get the codes / scales again
+    inputs = [x2, qdata, scale, zero if zero is not None else qdata, x_scale if x_scale is not None else scale]
     return call(inputs, [n_out, m_rows], source("vnni_gemv.cpp"), defines, ARG_TYPES, "vnni_gemv")

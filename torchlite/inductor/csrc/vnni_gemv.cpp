@@ -1,6 +1,7 @@
 // Decode-shaped linear over 8- or 4-bit weight codes with AVX512-VNNI integer dot products.
 // torchlite/inductor/vnni.py prepends the #defines: M_ROWS, N_OUT, K_IN, KP, NIBBLES, BLOCK, GROUP,
-// SCALED, SCALE_ROWS, SCALE_COLS, HAS_ZERO, OFFSET, FLIP_SIGN, VALUE_SCALE, LUT_VALUES, PARTS.
+// SCALED, SCALE_ROWS, SCALE_COLS, HAS_ZERO, OFFSET, FLIP_SIGN, VALUE_SCALE, LUT_VALUES, PARTS,
+// STATIC_X_SCALE.
 //
 // Every weight is an unsigned byte u with value (u - off) * VALUE_SCALE * s[n, g]: off is the zero
 // point z[n, g] or the constant OFFSET. Bytes (int8): u = stored byte (xor 0x80 when FLIP_SIGN, i.e.
@@ -10,16 +11,21 @@
 // coding what the previous ones leave over (7 more bits each), and vpdpbusd multiplies 64 byte pairs
 // per instruction into int32. So out[n, m] = VALUE_SCALE · Σ_g s (Σ_p s_p·Σ u·q_p − off·Σ_g x̂), with
 // Σ_g x̂ the group sums of the quantized activations (the offset term then cancels exactly).
+// W8A8 is PARTS = 1: the one part is exactly torchlite::qlinear_a8's per-token int8 activations
+// (Δ = max|x| / 127, or the static scale x_scale[0] when STATIC_X_SCALE; round half to even, clamp
+// to ±127).
 // A step is 64 weights; the activations are stored in step order (for nibbles: the inputs of the 32
 // low codes, then of the 32 high codes).
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma")
 #include <immintrin.h>
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 
 static_assert(KP % 64 == 0 && GROUP % 64 == 0 && KP % GROUP == 0, "layout the kernel cannot take");
 static_assert(!NIBBLES || (BLOCK % 64 == 0 && GROUP % BLOCK == 0), "nibble layout the kernel cannot take");
-static_assert(KP / 64 < (1 << 15), "int32 accumulators could overflow");
+static_assert(KP / 64 < (1 << 14), "int32 accumulators could overflow");
+static_assert(!STATIC_X_SCALE || PARTS == 1, "a static activation scale codes one part");
 constexpr int64_t NG = KP / GROUP;        // scale groups per row
 constexpr int64_t STEPS = KP / 64;        // 64-weight steps per row
 constexpr int64_t GROUP_STEPS = GROUP / 64;
@@ -50,7 +56,7 @@ static inline __mmask16 tail_mask(int64_t k) {
 static inline __m512 round_even(__m512 v) { return _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
 
 // x [M_ROWS, K_IN] -> the parts (zero-padded to KP), their scales and group sums.
-static void quantize_activations(const float* x, Activations& a) {
+static void quantize_activations(const float* x, const float* x_scale, Activations& a) {
     float* rest = a.rest;
     const __m512 sign = _mm512_set1_ps(-0.0f);
     for (int64_t m = 0; m < M_ROWS; ++m) {
@@ -58,10 +64,11 @@ static void quantize_activations(const float* x, Activations& a) {
         for (int p = 0; p < PARTS; ++p) {
             __m512 amax = _mm512_setzero_ps();
             for (int64_t k = 0; k < KP; k += 16) amax = _mm512_max_ps(amax, _mm512_andnot_ps(sign, _mm512_load_ps(rest + k)));
-            float top = _mm512_reduce_max_ps(amax), sp = top > 0.f ? top / 127.f : 1.f;
-            __m512 inv = _mm512_set1_ps(1.f / sp), spv = _mm512_set1_ps(sp);
+            float top = _mm512_reduce_max_ps(amax), sp = STATIC_X_SCALE ? x_scale[0] : std::max(top / 127.f, 1e-12f);
+            const __m512 spv = _mm512_set1_ps(sp), qmax = _mm512_set1_ps(127.f), qmin = _mm512_set1_ps(-127.f);
             for (int64_t k = 0; k < KP; k += 16) {
-                __m512 v = _mm512_load_ps(rest + k), q = round_even(_mm512_mul_ps(v, inv));
+                __m512 v = _mm512_load_ps(rest + k);
+                __m512 q = _mm512_min_ps(_mm512_max_ps(round_even(_mm512_div_ps(v, spv)), qmin), qmax);
                 _mm512_store_ps(rest + k, _mm512_fnmadd_ps(q, spv, v));
                 _mm_store_si128((__m128i*)(a.natural[p] + k), _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(q)));
             }
@@ -98,10 +105,11 @@ static inline __m512i weight_bytes(const uint8_t* row, int64_t s, __m512i lut) {
     return FLIP_SIGN ? _mm512_xor_si512(w, _mm512_set1_epi8((char)0x80)) : w;
 }
 
-extern "C" void kernel(const float* x, const uint8_t* codes, const float* scale, const uint8_t* zero, float* out) {
+extern "C" void kernel(const float* x, const uint8_t* codes, const float* scale, const uint8_t* zero,
+                       const float* x_scale, float* out) {
     std::unique_ptr<Activations> scratch(new Activations);
     const Activations& a = *scratch;
-    quantize_activations(x, *scratch);
+    quantize_activations(x, x_scale, *scratch);
     const __m512i lut = _mm512_load_si512(LUT);
     #pragma omp parallel for schedule(static)
     for (int64_t n = 0; n < N_OUT; ++n) {
