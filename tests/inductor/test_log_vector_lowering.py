@@ -7,6 +7,7 @@ from torch._inductor.utils import run_and_get_code
 
 import torchlite  # noqa: F401  (registers ops and lowerings)
 from torchlite.inductor.cpp_kernel import cpu_flags
+from torchlite.inductor.vector import KERNEL_FLAGS
 from torchlite.quant.log import quantize_log
 from torchlite.quant.vector import quantize_vector
 
@@ -125,22 +126,39 @@ def test_storage_that_disagrees_with_metadata_is_refused():
         torch.ops.torchlite.qlinear_vector(torch.randn(2, 64), v.qdata, v.scale, v.codebook, None, 4, 64)
 
 
-TABLE_CASES = [
+VNNI_CASES = [
     # vector_dim, codebook_size, group (rows), n_out, k_in, activation rows
-    (4, 256, None, 40, 128, 1),
+    (4, 256, None, 40, 128, 1),  # fewer codes than one step
+    (4, 256, None, 24, 600, 2),  # three steps, the last one partial
     (2, 16, None, 33, 98, 3),  # packed codes, odd number of sub-vectors per row
+    (2, 16, None, 20, 520, 4),  # packed codes over several 128-code steps
+    (2, 128, None, 40, 300, 1),  # 128 centroids: one two-table lookup
     (3, 64, 16, 40, 69, 2),  # codebook groups, the last one smaller
-    (8, 7, None, 17, 40, 1),  # a codebook size that is not a multiple of 16
+    (8, 7, None, 17, 40, 1),  # a codebook size that is not a power of two
 ]
+needs_vq_kernel = pytest.mark.skipif(not KERNEL_FLAGS <= cpu_flags(), reason="the VQ kernel needs AVX512-VNNI and VBMI")
 
 
-@pytest.mark.skipif(not {"avx512f", "avx512bw", "avx512vl"} <= cpu_flags(), reason="the table kernel needs AVX-512")
-@pytest.mark.parametrize("d, size, gs, n, k, rows", TABLE_CASES)
-def test_vector_table_kernel_matches_eager(d, size, gs, n, k, rows):
-    qw = quantize_vector(torch.randn(n, k) * torch.logspace(-1, 1, n).unsqueeze(1), d, size, gs)
-    f = _vector_fn(qw, torch.randn(n))
-    x = torch.randn(rows, k)
+def _kernel_output(qw, rows):
+    f = _vector_fn(qw, torch.randn(qw.out_features))
+    x = torch.randn(rows, qw.in_features)
     out, (code,) = run_and_get_code(torch.compile(f, fullgraph=True), x)
-    assert "cpp_torchlite_vq_gemv" in code, "decode calls with float32 activations run the table kernel"
-    ref = f(x)
-    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5 * ref.abs().max().item())
+    assert "cpp_torchlite_vq_vnni" in code, "decode calls with float32 activations run the VQ kernel"
+    return out, f(x)
+
+
+@needs_vq_kernel
+@pytest.mark.parametrize("d, size, gs, n, k, rows", VNNI_CASES)
+def test_vector_vnni_kernel_matches_eager(d, size, gs, n, k, rows):
+    qw = quantize_vector(torch.randn(n, k) * torch.logspace(-1, 1, n).unsqueeze(1), d, size, gs)
+    out, ref = _kernel_output(qw, rows)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=2e-5 * ref.abs().max().item())
+
+
+@needs_vq_kernel
+def test_vector_vnni_kernel_is_exact_for_codebooks_off_the_grid():
+    """A codebook torchlite did not snap to the int8 grid takes the kernel's float loop, not a rounded table."""
+    qw = quantize_vector(torch.randn(48, 256), 4, 64)
+    qw.codebook = qw.codebook + 1e-3 * torch.randn(qw.codebook.shape)
+    out, ref = _kernel_output(qw, 2)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())

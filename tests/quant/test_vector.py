@@ -1,8 +1,10 @@
+import math
+
 import pytest
 import torch
 
 from torchlite import TorchliteError
-from torchlite.quant.vector import pack_codes, quantize_vector, row_scales, unpack_codes
+from torchlite.quant.vector import pack_codes, quantize_vector, row_scales, snap_to_grid, unpack_codes
 
 
 def _codes(qw):
@@ -52,6 +54,24 @@ def test_row_scales_let_rows_of_any_magnitude_share_a_codebook():
     row_error = (qw.dequantize() - w).norm(dim=1) / w.norm(dim=1)
     assert row_error.max() < 0.5, "the small rows must not round to noise"
     assert torch.equal(row_scales(torch.zeros(2, 8)), torch.ones(2, 1))
+
+
+@pytest.mark.parametrize("magnitude", [1e-6, 0.3, 1.0, 127.0, 5e4])
+def test_codebooks_are_snapped_to_the_smallest_int8_grid(magnitude):
+    """Elements are integers in ±127 times a power of two, the smallest that holds the largest one (the
+    rule the VQ kernel applies per call); snapping moves no element by more than half a step."""
+    cb = torch.randn(64, 4) * magnitude
+    snapped = snap_to_grid(cb)
+    top = snapped.abs().max().item()
+    step = 2.0 ** math.floor(math.log2(top / 127))
+    step = step if top <= 127 * step else 2 * step
+    ints = snapped / step
+    assert torch.equal(ints, torch.round(ints)) and ints.abs().max() <= 127 and ints.abs().max() > 63
+    assert ((snapped - cb).abs() <= step / 2).all()
+    assert torch.equal(snap_to_grid(snapped), snapped)
+    qw = quantize_vector(torch.randn(32, 256) * magnitude, 4, 16)  # k-means codebooks are snapped
+    assert torch.equal(snap_to_grid(qw.codebook), qw.codebook)
+    assert torch.equal(snap_to_grid(torch.zeros(4, 2)), torch.zeros(4, 2))
 
 
 def test_deterministic_for_a_seed():

@@ -15,7 +15,7 @@ from . import dense, quant, sparse, vector  # noqa: F401  (registers the lowerin
 def _source_tag() -> str:
     digest = hashlib.sha256()
     root = Path(__file__).parents[1]
-    for path in sorted([*root.rglob("*.py"), *root.rglob("*.cpp")]):
+    for path in sorted([*root.rglob("*.py"), *root.rglob("*.cpp"), *root.rglob("*.h")]):
         digest.update(path.read_bytes())
     return f"torchlite-{digest.hexdigest()[:16]}"
 

@@ -5,11 +5,11 @@ that loads the code of sub-vector j (unpacking the nibble when C <= 16), gathers
 centroid from the small codebook (indirect indexing; it stays in cache) and multiplies it with the
 activation: the sum over sub-vectors of dot(codebook[code], x_sub); the row scale multiplies the
 finished sum. No dequantized weight is written.
-(Flattening the reduction to one loop over K was 4x slower; a table of the dot products of x with
-every centroid per sub-vector position was no faster in Inductor's IR, whose indirect loads are
-scalar.) Where the CPU has AVX-512 and the table stays cache-sized, decode calls run the hand-written
-`csrc/vq_gemv.cpp` instead: that table, then one vector gather per 16 codes. Other shapes gather Ŵ
-into a temporary and use Inductor's GEMM (see `inductor.quant.weight_only_linear`).
+(Flattening the reduction to one loop over K was 4x slower.) Where the CPU has AVX512-VNNI and
+VBMI, decode calls run the hand-written `csrc/vq_vnni.cpp` instead: codes become weight bytes by
+in-register table lookups (the codebooks are on an int8 grid, `quant.vector.snap_to_grid`) and meet
+the activations in int8 dot products, as in `vnni.py`. Other shapes gather Ŵ into a temporary and use
+Inductor's GEMM (see `inductor.quant.weight_only_linear`).
 """
 from __future__ import annotations
 
@@ -19,10 +19,11 @@ from torch._inductor.lowering import register_lowering
 from torch._inductor.virtualized import ops
 
 from ..ops import vector as _ops  # noqa: F401  (the ops must exist before we register lowerings)
+from . import vnni
 from .cpp_kernel import call, source, static_int, takes_decode_call
 from .quant import weight_only_linear
 
-TABLE_BYTES_MAX = 8 << 20  # the hand-written kernel's per-call table must stay cache-sized
+KERNEL_FLAGS = {"avx512_vnni", "avx512bw", "avx512vbmi"}
 
 
 class _Codes:
@@ -61,13 +62,22 @@ def _dequantized(qdata, scale, codebook, group_size, in_features, dtype):
     return ir.Pointwise.create(device=qdata.get_device(), dtype=dtype, inner_fn=inner, ranges=ranges)
 
 
-def table_kernel_usable(x2, m_rows, w: _Codes, n_out, in_features: int) -> bool:
-    """Whether `csrc/vq_gemv.cpp` takes this call: AVX-512 gathers, float32 activations, few static rows,
-    and a table of (codebooks x rows x sub-vectors x centroids) floats that stays cache-sized."""
-    if not (takes_decode_call(x2, m_rows, {"avx512f", "avx512bw", "avx512vl"}) and static_int(n_out)):
-        return False
-    groups = -(-int(n_out) // w.group_size) if w.group_size else 1
-    return 4 * groups * int(m_rows) * (in_features // w.d) * w.size <= TABLE_BYTES_MAX
+def vnni_kernel(x2, m_rows, w: _Codes, qdata, codebook, n_out, in_features: int):
+    """sums [N, M] from `csrc/vq_vnni.cpp`, or None where it cannot take the call (CPU flags, float32
+    activations, static shapes)."""
+    if not (takes_decode_call(x2, m_rows, KERNEL_FLAGS) and static_int(n_out)):
+        return None
+    j = in_features // w.d
+    codes_per_step = 128 if w.size <= 16 else 64
+    defines = {
+        "M_ROWS": int(m_rows), "N_OUT": int(n_out), "K_IN": in_features, "J": j, "D": w.d, "C": w.size,
+        "KP": -(-j // codes_per_step) * codes_per_step * w.d, "G": int(codebook.get_size()[0]),
+        "GROUP_ROWS": w.group_size or int(n_out), "NIBBLES": int(w.size <= 16), "PARTS": vnni.PARTS,
+        "STATIC_X_SCALE": 0,
+    }
+    arg_types = ["const float*", "const uint8_t*", "const float*", "float*"]
+    src = source("activation_parts.h") + source("vq_vnni.cpp")
+    return call([x2, qdata, codebook], [n_out, m_rows], src, defines, arg_types, "vq_vnni")
 
 
 @register_lowering(torch.ops.torchlite.qlinear_vector.default, type_promotion_kind=None)
@@ -76,13 +86,9 @@ def _qlinear_vector(x, qdata, scale, codebook, bias, group_size, in_features):
     n_out = qdata.get_size()[0]
 
     def fused_sum(x2, m_rows):
-        if table_kernel_usable(x2, m_rows, w, n_out, in_features):
-            defines = {
-                "M_ROWS": int(m_rows), "N_OUT": int(n_out), "J": in_features // w.d, "D": w.d, "C": w.size,
-                "G": int(codebook.get_size()[0]), "GROUP_ROWS": w.group_size or int(n_out), "NIBBLES": int(w.size <= 16),
-            }
-            arg_types = ["const float*", "const uint8_t*", "const float*", "float*"]
-            return call([x2, qdata, codebook], [n_out, m_rows], source("vq_gemv.cpp"), defines, arg_types, "vq_gemv")
+        sums = vnni_kernel(x2, m_rows, w, qdata, codebook, n_out, in_features)
+        if sums is not None:
+            return sums
         xl = x2.make_loader()
 
         def inner(index, rindex):

@@ -70,4 +70,4 @@ def vnni_sums(x2, qdata, scale, zero, *, in_features: int, kp: int, nibbles: boo
     }
     # pointers the kernel never reads (no zero points, no static scale) get the codes / scales again
     inputs = [x2, qdata, scale, zero if zero is not None else qdata, x_scale if x_scale is not None else scale]
-    return call(inputs, [n_out, m_rows], source("vnni_gemv.cpp"), defines, ARG_TYPES, "vnni_gemv")
+    return call(inputs, [n_out, m_rows], source("activation_parts.h") + source("vnni_gemv.cpp"), defines, ARG_TYPES, "vnni_gemv")

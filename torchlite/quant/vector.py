@@ -8,9 +8,11 @@ Codebooks: one per layer, or one per group of `group_size` consecutive output ro
 may be smaller). Each is learned by k-means on the group's scaled sub-vectors (W[n] / scale[n]): k-means++ seeding from a
 seeded generator, then KMEANS_ITERS Lloyd steps (distances and means in float64; an empty cluster
 keeps its centroid). Training uses at most TRAIN_PER_CENTROID * C sub-vectors, drawn with the same
-generator; every sub-vector is then coded with its nearest centroid in the stored float32 codebook.
-When a group has at most C distinct scaled sub-vectors, they are the codebook (padded with copies of
-the first) and the reconstruction is exact. The result is a pure function of (W, d, C, group_size, seed).
+generator, then snapped to an int8 grid (`snap_to_grid`: each element an integer in ±127 times a
+power of two per codebook, which the VNNI kernel looks up as bytes); every sub-vector is then coded
+with its nearest centroid in the stored float32 codebook. When a group has at most C distinct scaled
+sub-vectors, they are the codebook (padded with copies of the first, not snapped) and the
+reconstruction is exact. The result is a pure function of (W, d, C, group_size, seed).
 
 Storage (what the kernels read): `qdata` holds the codes of W's J = K/d sub-vectors per row, uint8
 [N, J], or, when C <= 16, two per byte [N, ceil(J/2)] (code 2i in the low nibble of byte i, code
@@ -20,6 +22,7 @@ codebooks and scales.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -125,8 +128,21 @@ def codebook_for(v: torch.Tensor, k: int, generator: torch.Generator) -> tuple[t
         train = v
         if len(v) > TRAIN_PER_CENTROID * k:
             train = v[torch.randperm(len(v), generator=generator)[: TRAIN_PER_CENTROID * k]]
-        cb = kmeans(train.double(), k, generator).float()
+        cb = snap_to_grid(kmeans(train.double(), k, generator).float())
     return cb, nearest(v, cb)
+
+
+def snap_to_grid(codebook: torch.Tensor) -> torch.Tensor:
+    """The codebook rounded to b·s: b integers in ±127, s the smallest power of two with max|c| <= 127·s
+    (the rule csrc/vq_vnni.cpp applies per call)."""
+    top = codebook.abs().max().item()
+    if top == 0:
+        return codebook
+    mantissa, exponent = math.frexp(top)  # top = mantissa · 2^exponent, mantissa in [0.5, 1)
+    step = math.ldexp(1.0, exponent - 7)
+    if top > 127 * step:
+        step *= 2
+    return torch.round(codebook / step) * step
 
 
 def quantize_vector(

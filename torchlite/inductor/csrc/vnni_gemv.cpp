@@ -7,25 +7,16 @@
 // point z[n, g] or the constant OFFSET. Bytes (int8): u = stored byte (xor 0x80 when FLIP_SIGN, i.e.
 // int8 + 128). Nibbles (torchlite.quant.linear's block layout: in each block of BLOCK codes, byte i
 // holds code i in its low and code i + BLOCK/2 in its high nibble): u = LUT[code] via one byte shuffle.
-// The activations are quantized per call and row into PARTS int8 parts, x ≈ Σ_p s_p·q_p, each part
-// coding what the previous ones leave over (7 more bits each), and vpdpbusd multiplies 64 byte pairs
-// per instruction into int32. So out[n, m] = VALUE_SCALE · Σ_g s (Σ_p s_p·Σ u·q_p − off·Σ_g x̂), with
-// Σ_g x̂ the group sums of the quantized activations (the offset term then cancels exactly).
-// W8A8 is PARTS = 1: the one part is exactly torchlite::qlinear_a8's per-token int8 activations
-// (Δ = max|x| / 127, or the static scale x_scale[0] when STATIC_X_SCALE; round half to even, clamp
-// to ±127).
+// The activations come as PARTS int8 parts x ≈ Σ_p s_p·q_p (activation_parts.h, prepended), and
+// vpdpbusd multiplies 64 byte pairs per instruction into int32. So out[n, m] = VALUE_SCALE ·
+// Σ_g s (Σ_p s_p·Σ u·q_p − off·Σ_g x̂), with Σ_g x̂ the group sums of the quantized activations (the
+// offset term then cancels exactly). W8A8 is PARTS = 1: exactly torchlite::qlinear_a8's int8
+// activations.
 // A step is 64 weights; the activations are stored in step order (for nibbles: the inputs of the 32
 // low codes, then of the 32 high codes).
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma")
-#include <immintrin.h>
-#include <algorithm>
-#include <cstdint>
-#include <memory>
-
 static_assert(KP % 64 == 0 && GROUP % 64 == 0 && KP % GROUP == 0, "layout the kernel cannot take");
 static_assert(!NIBBLES || (BLOCK % 64 == 0 && GROUP % BLOCK == 0), "nibble layout the kernel cannot take");
 static_assert(KP / 64 < (1 << 14), "int32 accumulators could overflow");
-static_assert(!STATIC_X_SCALE || PARTS == 1, "a static activation scale codes one part");
 constexpr int64_t NG = KP / GROUP;        // scale groups per row
 constexpr int64_t STEPS = KP / 64;        // 64-weight steps per row
 constexpr int64_t GROUP_STEPS = GROUP / 64;
@@ -48,32 +39,10 @@ struct Activations {
     float sum[M_ROWS * NG];                    // group sums of the quantized activations
 };
 
-static inline __mmask16 tail_mask(int64_t k) {
-    int64_t left = K_IN - k;
-    return left >= 16 ? (__mmask16)0xFFFF : left > 0 ? (__mmask16)((1u << left) - 1) : (__mmask16)0;
-}
-
-static inline __m512 round_even(__m512 v) { return _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
-
 // x [M_ROWS, K_IN] -> the parts (zero-padded to KP), their scales and group sums.
 static void quantize_activations(const float* x, const float* x_scale, Activations& a) {
-    float* rest = a.rest;
-    const __m512 sign = _mm512_set1_ps(-0.0f);
     for (int64_t m = 0; m < M_ROWS; ++m) {
-        for (int64_t k = 0; k < KP; k += 16) _mm512_store_ps(rest + k, _mm512_maskz_loadu_ps(tail_mask(k), x + m * K_IN + k));
-        for (int p = 0; p < PARTS; ++p) {
-            __m512 amax = _mm512_setzero_ps();
-            for (int64_t k = 0; k < KP; k += 16) amax = _mm512_max_ps(amax, _mm512_andnot_ps(sign, _mm512_load_ps(rest + k)));
-            float top = _mm512_reduce_max_ps(amax), sp = STATIC_X_SCALE ? x_scale[0] : std::max(top / 127.f, 1e-12f);
-            const __m512 spv = _mm512_set1_ps(sp), qmax = _mm512_set1_ps(127.f), qmin = _mm512_set1_ps(-127.f);
-            for (int64_t k = 0; k < KP; k += 16) {
-                __m512 v = _mm512_load_ps(rest + k);
-                __m512 q = _mm512_min_ps(_mm512_max_ps(round_even(_mm512_div_ps(v, spv)), qmin), qmax);
-                _mm512_store_ps(rest + k, _mm512_fnmadd_ps(q, spv, v));
-                _mm_store_si128((__m128i*)(a.natural[p] + k), _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(q)));
-            }
-            a.scale[m][p] = sp;
-        }
+        quantize_parts(x + m * K_IN, x_scale, a.rest, a.natural, a.scale[m]);
         for (int64_t s = 0; s < STEPS; ++s) {
             for (int half = 0; half < 2; ++half) {
                 int64_t k = NIBBLES ? (s / (BLOCK / 64)) * BLOCK + (s % (BLOCK / 64)) * 32 + half * (BLOCK / 2) : s * 64 + half * 32;
@@ -82,15 +51,7 @@ static void quantize_activations(const float* x, const float* x_scale, Activatio
                     _mm256_store_si256((__m256i*)(a.q[p] + at), _mm256_load_si256((const __m256i*)(a.natural[p] + k)));
             }
         }
-        for (int64_t g = 0; g < NG; ++g) {
-            float sum = 0.f;
-            for (int p = 0; p < PARTS; ++p) {
-                int32_t total = 0;
-                for (int64_t k = g * GROUP; k < (g + 1) * GROUP; ++k) total += a.natural[p][k];
-                sum += a.scale[m][p] * (float)total;
-            }
-            a.sum[m * NG + g] = sum;
-        }
+        for (int64_t g = 0; g < NG; ++g) a.sum[m * NG + g] = quantized_sum(a.natural, a.scale[m], g * GROUP, (g + 1) * GROUP);
     }
 }
 
