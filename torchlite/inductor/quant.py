@@ -279,6 +279,7 @@ def _qlinear_a8_lowering(x, qdata, scale, bias, in_features, x_scale):
                 table=None, flip_sign=True, parts=1, x_scale=x_scale,
             )
 
+        # decode rows only (checked above): weight_only_linear never asks for a dequantized weight
         return weight_only_linear(x, bias, n_out, None, fused_sum, lambda n: w_scale([n, 0]))
     return _a8_int_mm(x, x2, qdata, w_scale, bias, x_scale, m_rows, batch, n_out, kp)
 
