@@ -77,7 +77,12 @@ def compiled_with(model, **inductor_config):
     return run
 
 
-def variants(model: Layers):
+def codebook_models(model: Layers) -> dict:
+    """The log- and vector-quantized copies of `model` (quantized once per shape: k-means is slow)."""
+    return {label: torchlite.compress(model, {"quantize": cfg}) for label, cfg in CODEBOOK_ROWS}
+
+
+def variants(model: Layers, codebooks: dict):
     """(name, callable, input dtype, weight bytes) for each kernel path."""
     yield "fp32 eager", model, torch.float32, weight_bytes(model)
     torch._dynamo.reset()
@@ -112,8 +117,7 @@ def variants(model: Layers):
         torch._dynamo.reset()
         compiled = torch.compile(model, backend="lite", options={"recipe": recipe})
         yield label, compiled, torch.float32, weight_bytes(torchlite.compress(model, recipe))
-    for label, cfg in CODEBOOK_ROWS:  # quantized once (k-means is slow), compiled with torchlite's lowerings
-        small = torchlite.compress(model, {"quantize": cfg})
+    for label, small in codebooks.items():  # compiled with torchlite's lowerings
         torch._dynamo.reset()
         yield label, torch.compile(small), torch.float32, weight_bytes(small)
 
@@ -133,12 +137,13 @@ def main() -> None:
         "run (best of `sum` and fp32 `mv` over 1 GiB).\n"
     )
     for n, k, count, model in layer_stacks(args.fp32_bytes):
+        codebooks = codebook_models(model)
         for m in (1, 8):
             rows = []
             with torch.no_grad():
                 bandwidth = read_bandwidth_gbs()
                 base = None
-                for name, fn, dtype, nbytes in variants(model):
+                for name, fn, dtype, nbytes in variants(model, codebooks):
                     x = torch.randn(m, k, dtype=dtype)
                     seconds = median_seconds(fn, x, iters=args.iters) / count
                     per_layer = nbytes / count
