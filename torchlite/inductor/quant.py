@@ -281,11 +281,13 @@ def _qlinear_a8_lowering(x, qdata, scale, bias, in_features, x_scale):
 
         # decode rows only (checked above): weight_only_linear never asks for a dequantized weight
         return weight_only_linear(x, bias, n_out, None, fused_sum, lambda n: w_scale([n, 0]))
-    return _a8_int_mm(x, x2, qdata, w_scale, bias, x_scale, m_rows, batch, n_out, kp)
+    return _a8_int_mm(x, x2, qdata, w_scale, bias, x_scale)
 
 
-def _a8_int_mm(x, x2, qdata, w_scale, bias, x_scale, m_rows, batch, n_out, kp):
-    k = x2.get_size()[1]
+def _a8_int_mm(x, x2, qdata, w_scale, bias, x_scale):
+    """The general W8A8 lowering (x2: x as a realized [M, K])."""
+    *batch, _ = x.get_size()
+    (m_rows, k), (n_out, kp) = x2.get_size(), qdata.get_size()
     xl, f32, device = x2.make_loader(), torch.float32, x.get_device()
     if x_scale is None:
         amax = ir.Reduction.create(
