@@ -21,6 +21,7 @@ from . import inductor as _lowerings  # noqa: F401  (registers torchlite's Induc
 from .calibration import calibration_batches
 from .errors import TorchliteError
 from .graph.lift import TRAINABLE, lift_linear_weights
+from .inductor.attention import route_decode_attention
 from .inductor.dense import route_float_linears
 from .log import logger
 from .pipeline import apply_recipe
@@ -87,16 +88,19 @@ def _inductor(gm: fx.GraphModule, example_inputs) -> Callable:
 
 def _compile(gm: fx.GraphModule, example_inputs) -> Callable:
     """Inductor with torchlite's lowerings; for inference, float linears go through
-    `torchlite::linear` (decode shapes as a bandwidth-bound reduction, see torchlite.inductor.dense)."""
+    `torchlite::linear` (decode shapes as a bandwidth-bound reduction, see torchlite.inductor.dense)
+    and decode-shaped attention through `decode_attention` (torchlite.inductor.attention)."""
     if torch.is_grad_enabled():
         return _inductor(gm, example_inputs)
-    routed, count = route_float_linears(gm)
+    routed, linears = route_float_linears(gm)
+    routed, attentions = route_decode_attention(routed)
     try:
         compiled = _inductor(routed, example_inputs)
     except Exception as exc:
         logger.warning("lite: compiling with torchlite::linear failed (%s: %s); using plain Inductor", type(exc).__name__, exc)
         return _inductor(gm, example_inputs)
-    logger.info("lite: %d floating-point linear(s) lowered through torchlite::linear", count)
+    logger.info("lite: %d floating-point linear(s) lowered through torchlite::linear, %d decode attention(s) "
+                "as fused reductions", linears, attentions)
     return compiled
 
 
