@@ -98,3 +98,18 @@ def test_byte_table_represents_every_code_value():
     with pytest.raises(ValueError, match="power of two"):
         byte_table(torch.tensor([0.0, 0.1]))
 
+
+
+@needs_vnni
+def test_kernel_applies_the_channel_scale_so_a_chain_needs_no_epilogue_loop():
+    """y = W2 (W1 x) at batch 1 with per-channel int8 weights and no bias (a low-rank pair quantized):
+    two kernel calls and no generated loop between or after them."""
+    torch.manual_seed(0)
+    q1 = quantize_weight(torch.randn(256, 576), 8, None, True, "channel")
+    q2 = quantize_weight(torch.randn(1536, 256), 8, None, False, "channel")
+    f1, f2 = _linear(q1), _linear(q2)
+    x = torch.randn(1, 576)
+    out, code = _compiled_and_code(lambda x: f2(f1(x)), x)
+    _close(out, f2(f1(x)))
+    call = code.split("def call")[1]
+    assert call.count("cpp_torchlite_vnni_gemv") == 2 and "cpp_fused" not in call

@@ -229,9 +229,12 @@ def _qlinear(x, w: _Weight, qdata, scale, zero, bias, group_size, in_features, t
     n_out = qdata.get_size()[0]
     grouped = group_size > 0
     kp = padded_in_features(in_features, w.bits, group_size)
+    # the hand-written kernel applies every scale itself; the generated reduction leaves a per-channel
+    # scale to the epilogue
+    in_kernel = vnni.usable(x, _rows(x), kp, w.block if w.packed else vnni.STEP, group_size)
 
     def fused_sum(x2, m_rows):
-        if vnni.usable(x2, m_rows, kp, w.block if w.packed else vnni.STEP, group_size):
+        if in_kernel:
             return vnni.vnni_sums(
                 x2, qdata, scale, zero, in_features=in_features, kp=kp, nibbles=w.packed, block=w.block,
                 group=group_size, table=table, flip_sign=qdata.get_dtype() == torch.int8,
@@ -243,8 +246,14 @@ def _qlinear(x, w: _Weight, qdata, scale, zero, bias, group_size, in_features, t
 
     return weight_only_linear(
         x, bias, n_out, lambda dtype: _pointwise(w, qdata, in_features, dtype), fused_sum,
-        None if grouped else (lambda n: w.scale(n, 0)),
+        None if grouped or in_kernel else (lambda n: w.scale(n, 0)),
     )
+
+
+def _rows(x):
+    """The rows of x [..., K] as a matrix [M, K]."""
+    *batch, _ = x.get_size()
+    return ir.sympy_product(batch) if batch else 1
 
 
 @register_lowering(torch.ops.torchlite.qlinear.default, type_promotion_kind=None)
@@ -279,8 +288,9 @@ def _qlinear_a8_lowering(x, qdata, scale, bias, in_features, x_scale):
                 table=None, flip_sign=True, parts=1, x_scale=x_scale,
             )
 
-        # decode rows only (checked above): weight_only_linear never asks for a dequantized weight
-        return weight_only_linear(x, bias, n_out, None, fused_sum, lambda n: w_scale([n, 0]))
+        # decode rows only (checked above): weight_only_linear never asks for a dequantized weight; the
+        # kernel applies the weights' per-channel scale
+        return weight_only_linear(x, bias, n_out, None, fused_sum)
     return _a8_int_mm(x, x2, qdata, w_scale, bias, x_scale)
 
 

@@ -10,7 +10,8 @@
 // The activations come as PARTS int8 parts x ≈ Σ_p s_p·q_p (activation_parts.h, prepended), and
 // vpdpbusd multiplies 64 byte pairs per instruction into int32. So out[n, m] = VALUE_SCALE ·
 // Σ_g s (Σ_p s_p·Σ u·q_p − off·Σ_g x̂), with Σ_g x̂ the group sums of the quantized activations (the
-// offset term then cancels exactly). W8A8 is PARTS = 1: exactly torchlite::qlinear_a8's int8
+// offset term then cancels exactly); a per-channel (or per-tensor) scale multiplies the row's result
+// at the end, so no epilogue pass is needed after the kernel. W8A8 is PARTS = 1: exactly torchlite::qlinear_a8's int8
 // activations.
 // A step is 64 weights; the activations are stored in step order (for nibbles: the inputs of the 32
 // low codes, then of the 32 high codes).
@@ -122,7 +123,8 @@ extern "C" void kernel(const float* x, const uint8_t* codes, const float* scale,
             for (int64_t m = 0; m < MC; ++m) {
                 float dot = 0.f;
                 for (int p = 0; p < PARTS; ++p) dot += a.scale[m0 + m][p] * _mm512_reduce_add_ps(total[m][p]);
-                out[n * M_ROWS + m0 + m] = (float)VALUE_SCALE * (dot - zterm[m]);
+                const float v = (float)VALUE_SCALE * (dot - zterm[m]);
+                out[n * M_ROWS + m0 + m] = SCALED ? v : v * scale[SCALE_ROWS > 1 ? n * SCALE_COLS : 0];
             }
         }
     }
