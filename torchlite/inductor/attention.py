@@ -41,12 +41,15 @@ def _value(node):
     return node.meta.get("val", node.meta.get("example_value")) if isinstance(node, fx.Node) else None
 
 
-def _decode_shaped(node) -> bool:
+def _sdpa_args(node) -> dict:
+    """The call's arguments by name (SDPA's positional order, then its keywords)."""
+    return {**dict(zip(("query", "key", "value", "attn_mask", "dropout_p", "is_causal"), node.args)), **node.kwargs}
+
+
+def _decode_shaped(args: dict) -> bool:
     """A call this rewrite computes exactly as SDPA does: no dropout or causal flag, 4-D tensors with
     a static query length of at most FUSED_MAX_ROWS, query heads a multiple of key/value heads (and
     grouped only where the call asks for it)."""
-    args = dict(zip(("query", "key", "value", "attn_mask", "dropout_p", "is_causal"), node.args))
-    args.update(node.kwargs)
     q, k, v = (_value(args.get(n)) for n in ("query", "key", "value"))
     if not all(isinstance(t, torch.Tensor) and t.dim() == 4 for t in (q, k, v)):
         return False
@@ -68,10 +71,11 @@ def route_decode_attention(gm: fx.GraphModule) -> tuple[fx.GraphModule, int]:
     new = clone(gm)
     count = 0
     for node in new.graph.nodes:
-        if node.op != "call_function" or node.target not in SDPA_FUNCTIONS or not _decode_shaped(node):
+        if node.op != "call_function" or node.target not in SDPA_FUNCTIONS:
             continue
-        args = dict(zip(("query", "key", "value", "attn_mask"), node.args))
-        args.update(node.kwargs)
+        args = _sdpa_args(node)
+        if not _decode_shaped(args):
+            continue
         node.target = decode_attention
         node.args = (args["query"], args["key"], args["value"])
         node.kwargs = {"attn_mask": args.get("attn_mask"), "scale": args.get("scale")}

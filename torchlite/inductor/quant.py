@@ -186,12 +186,18 @@ def _fused_sum(x2, w: _Weight, n_out, m_rows, kp, grouped: bool):
     return acc
 
 
+def matrix_rows(x):
+    """M for x [..., K] seen as a matrix [M, K]."""
+    *batch, _ = x.get_size()
+    return ir.sympy_product(batch) if batch else 1
+
+
 def weight_only_linear(x, bias, n_out, dequantized, fused_sum, row_scale=None):
     """x [..., K] @ Ŵᵀ + b in x's dtype. Decode shapes: `fused_sum(x2, m_rows)` gives the realized
     float32 sums [N, M] (x2 = x as [M, K], realized), then `row_scale(n)` (if any) and the bias are
     applied; other shapes: Inductor's GEMM on the temporary `dequantized(dtype)`."""
     *batch, k = x.get_size()
-    m_rows = ir.sympy_product(batch) if batch else 1
+    m_rows = matrix_rows(x)
     x2 = lowerings[aten.reshape](x, [m_rows, k])
     out_dtype = x.get_dtype()
     if not V.graph.sizevars.statically_known_leq(m_rows, FUSED_MAX_ROWS):
@@ -231,7 +237,7 @@ def _qlinear(x, w: _Weight, qdata, scale, zero, bias, group_size, in_features, t
     kp = padded_in_features(in_features, w.bits, group_size)
     # the hand-written kernel applies every scale itself; the generated reduction leaves a per-channel
     # scale to the epilogue
-    in_kernel = vnni.usable(x, _rows(x), kp, w.block if w.packed else vnni.STEP, group_size)
+    in_kernel = vnni.usable(x, matrix_rows(x), kp, w.block if w.packed else vnni.STEP, group_size)
 
     def fused_sum(x2, m_rows):
         if in_kernel:
@@ -249,11 +255,6 @@ def _qlinear(x, w: _Weight, qdata, scale, zero, bias, group_size, in_features, t
         None if grouped or in_kernel else (lambda n: w.scale(n, 0)),
     )
 
-
-def _rows(x):
-    """The rows of x [..., K] as a matrix [M, K]."""
-    *batch, _ = x.get_size()
-    return ir.sympy_product(batch) if batch else 1
 
 
 @register_lowering(torch.ops.torchlite.qlinear.default, type_promotion_kind=None)
@@ -275,9 +276,7 @@ def _qlinear_a8_lowering(x, qdata, scale, bias, in_features, x_scale):
     activations exactly as the op does, then int8 x int8 dot products). Otherwise one fused kernel
     quantizes the activations (per-token amax, scale, round, clamp, int8 store), `aten._int_mm`
     multiplies int8 x int8 -> int32 (oneDNN), one epilogue applies both scales and the bias."""
-    *batch, k = x.get_size()
-    n_out, kp = qdata.get_size()
-    m_rows = ir.sympy_product(batch) if batch else 1
+    k, (n_out, kp), m_rows = x.get_size()[-1], qdata.get_size(), matrix_rows(x)
     x2 = lowerings[aten.reshape](x, [m_rows, k])
     x2.realize()
     w_scale = scale.make_loader()

@@ -21,7 +21,7 @@ from torch.utils._sympy.functions import FloorDiv, ModularIndexing
 
 from ..ops import sparse as _ops  # noqa: F401  (the op must exist before we register its lowering)
 from ..sparse.nm import group_block, index_layout, offset_bits
-from .quant import FUSED_MAX_ROWS
+from .quant import FUSED_MAX_ROWS, matrix_rows
 
 aten = torch.ops.aten
 f32, i32 = torch.float32, torch.int32
@@ -130,7 +130,7 @@ def _regrouped(x2, m_rows, m: int, groups: int):
 def _nm_linear_lowering(x, values, indices, scale, bias, n, m, in_features):
     *batch, k = x.get_size()
     n_out = values.get_size()[0]
-    m_rows = ir.sympy_product(batch) if batch else 1
+    m_rows = matrix_rows(x)
     groups = in_features // m
     x2 = lowerings[aten.reshape](x, [m_rows, k])
     out_dtype, device = x.get_dtype(), x.get_device()

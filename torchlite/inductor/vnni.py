@@ -56,8 +56,8 @@ def byte_table(values: torch.Tensor) -> tuple[list[int], float, float]:
 def vnni_sums(x2, qdata, scale, zero, *, in_features: int, kp: int, nibbles: bool, block: int, group: int,
               table: torch.Tensor | None, flip_sign: bool, parts: int = PARTS, x_scale=None):
     """sums[n, m] = Σ_k x[m, k]·Ŵ[n, k] as float32 [N, M], scales included (per group, per channel or per
-    tensor). `parts`: int8 parts of the activations (1: W8A8, with the static
-    activation scale `x_scale` [1, 1] if given, else per token)."""
+    tensor). `parts`: int8 parts of the activations (1: W8A8, with the static activation scale
+    `x_scale` [1, 1] if given, else per token)."""
     n_out, m_rows = qdata.get_size()[0], x2.get_size()[0]
     lut, offset, value_scale = byte_table(table) if nibbles else ([0] * 16, 128.0 if flip_sign else 0.0, 1.0)
     rows, cols = (int(s) for s in scale.get_size())

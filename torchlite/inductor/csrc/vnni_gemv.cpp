@@ -11,8 +11,8 @@
 // vpdpbusd multiplies 64 byte pairs per instruction into int32. So out[n, m] = VALUE_SCALE ·
 // Σ_g s (Σ_p s_p·Σ u·q_p − off·Σ_g x̂), with Σ_g x̂ the group sums of the quantized activations (the
 // offset term then cancels exactly); a per-channel (or per-tensor) scale multiplies the row's result
-// at the end, so no epilogue pass is needed after the kernel. W8A8 is PARTS = 1: exactly torchlite::qlinear_a8's int8
-// activations.
+// at the end, so no epilogue pass is needed after the kernel. W8A8 is PARTS = 1: exactly
+// torchlite::qlinear_a8's int8 activations.
 // A step is 64 weights; the activations are stored in step order (for nibbles: the inputs of the 32
 // low codes, then of the 32 high codes).
 static_assert(KP % 64 == 0 && GROUP % 64 == 0 && KP % GROUP == 0, "layout the kernel cannot take");
