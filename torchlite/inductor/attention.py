@@ -1,7 +1,8 @@
 """Decode-shaped attention as plain tensor ops, so Inductor fuses it into the layer's kernel.
 
 At batch-1 decode a query holds one position, and ATen's CPU flash attention kernel spends more on
-its call than on the few hundred keys it reads: SmolLM2's 30 calls took ~1.2 ms of a ~20 ms step.
+its call than on the few hundred keys it reads: SmolLM2's 30 calls took ~1.2 ms of a ~20 ms step
+(torch.profiler, 2026-11-30; docs/design.md).
 `route_decode_attention` rewrites every `scaled_dot_product_attention` whose query has at most
 FUSED_MAX_ROWS positions (known at compile time) into `decode_attention`: products and sums that
 Inductor generates as reductions inside the surrounding kernel, with grouped (GQA) key/value heads
