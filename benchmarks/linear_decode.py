@@ -1,12 +1,16 @@
 """Decode-shaped linear layers: every kernel path side by side, in one process.
 
 Several distinct layers are called in turn so that no weight stays in cache between its calls.
-Reports median ms per layer, GB/s of weight bytes read, and % of the read bandwidth measured in the
-same run (the roofline of a batch-1 decode step).
+Every path is compiled first; then rounds measure the read bandwidth and every path in turn (rotating
+order), so a slow spell of the machine hits the roofline and the paths alike. Reports median ms per
+layer, GB/s of weight bytes read, and % of the read bandwidth measured in the same round (the
+roofline of a batch-1 decode step), as medians over the rounds.
 """
 from __future__ import annotations
 
 import argparse
+import copy
+import statistics
 import warnings
 
 import torch
@@ -82,17 +86,23 @@ def codebook_models(model: Layers) -> dict:
     return {label: torchlite.compress(model, {"quantize": cfg}) for label, cfg in CODEBOOK_ROWS}
 
 
+def own_class(module: torch.nn.Module) -> torch.nn.Module:
+    """A shallow copy of `module` (same weights) with a class of its own: Dynamo keeps its compiled
+    graphs apart from those of every other copy (they share one forward, and its guards tell
+    instances apart by class, not by weights), so all paths stay compiled side by side."""
+    clone = copy.copy(module)
+    clone.__class__ = type(type(module).__name__, (type(module),), {})
+    return clone
+
+
 def variants(model: Layers, codebooks: dict):
     """(name, callable, input dtype, weight bytes) for each kernel path."""
     yield "fp32 eager", model, torch.float32, weight_bytes(model)
-    torch._dynamo.reset()
-    yield "fp32 Inductor", torch.compile(model), torch.float32, weight_bytes(model)
-    torch._dynamo.reset()
-    yield "lite fp32 (no recipe)", compile_lite(model), torch.float32, weight_bytes(model)
+    yield "fp32 Inductor", torch.compile(own_class(model)), torch.float32, weight_bytes(model)
+    yield "lite fp32 (no recipe)", compile_lite(own_class(model)), torch.float32, weight_bytes(model)
     bf16 = Layers(len(model.layers), *model.layers[0].weight.shape)
     bf16.load_state_dict(model.state_dict())
-    bf16 = bf16.to(torch.bfloat16)
-    torch._dynamo.reset()
+    bf16 = own_class(bf16.to(torch.bfloat16))
     yield "bf16 Inductor (freezing)", compiled_with(bf16, freezing=True), torch.bfloat16, weight_bytes(bf16)
     qdyn = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     yield "quantize_dynamic int8", qdyn, torch.float32, sum(l.weight().numel() for l in qdyn.layers)
@@ -102,58 +112,81 @@ def variants(model: Layers, codebooks: dict):
         ao = Layers(len(model.layers), *model.layers[0].weight.shape)
         ao.load_state_dict(model.state_dict())
         quantize_(ao, Int8WeightOnlyConfig(set_inductor_config=False))
-        torch._dynamo.reset()
-        yield "torchao int8 weight-only + compile", torch.compile(ao), torch.float32, sum(
+        yield "torchao int8 weight-only + compile", torch.compile(own_class(ao)), torch.float32, sum(
             l.weight.numel() for l in ao.layers
         )
     except ImportError:
         print("torchao not installed: skipping its row")
-    torch._dynamo.reset()
     expression = Int8Expression(model)
     yield "Inductor, int8 as a tensor expression", torch.compile(expression), torch.float32, sum(
         q.numel() for q in expression.q
     )
     for label, recipe in [("lite int8", "int8"), ("lite int4 g128", "int4"), ("lite W8A8 (dynamic)", "w8a8")]:
-        torch._dynamo.reset()
-        compiled = torch.compile(model, backend="lite", options={"recipe": recipe})
+        compiled = torch.compile(own_class(model), backend="lite", options={"recipe": recipe})
         yield label, compiled, torch.float32, weight_bytes(torchlite.compress(model, recipe))
     for label, small in codebooks.items():  # compiled with torchlite's lowerings
-        torch._dynamo.reset()
-        yield label, torch.compile(small), torch.float32, weight_bytes(small)
+        yield label, torch.compile(own_class(small)), torch.float32, weight_bytes(small)
+
+
+def measure(entries: list, count: int, rounds: int, iters: int):
+    """Per path: (median ms per layer over the rounds, median of its per-round share of the round's read
+    bandwidth, median per-round speed ratio against the first path); and the median bandwidth."""
+    seconds, shares, bandwidths = {e[0]: [] for e in entries}, {e[0]: [] for e in entries}, []
+    for r in range(rounds):
+        bandwidth = read_bandwidth_gbs()
+        bandwidths.append(bandwidth)
+        for name, fn, x, nbytes in entries[r % len(entries):] + entries[: r % len(entries)]:
+            t = median_seconds(fn, x, warmup=1, iters=iters) / count
+            seconds[name].append(t)
+            shares[name].append(nbytes / count / t / 1e9 / bandwidth)
+    base = seconds[entries[0][0]]
+    return {
+        name: (statistics.median(seconds[name]), statistics.median(shares[name]),
+               statistics.median(b / t for b, t in zip(base, seconds[name])))
+        for name in seconds
+    }, statistics.median(bandwidths)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--fp32-bytes", type=float, default=1.0, help="GiB of fp32 weights per shape (sets the layer count)")
-    parser.add_argument("--iters", type=int, default=25)
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--iters", type=int, default=5, help="calls per path and round (their median counts)")
     args = parser.parse_args()
     torch.manual_seed(0)
+    torch._dynamo.config.recompile_limit = 64  # every path compiles the same forward
+    torch._dynamo.config.accumulated_recompile_limit = 512
+    torch._dynamo.config.automatic_dynamic_shapes = False  # x=[1, K] and x=[8, K] get static graphs
     sections = [header("Decode-shaped linear layers")]
     sections.append(
         f"Per shape, as many distinct layers as make {args.fp32_bytes:g} GiB of fp32 weights (so even the int4 "
-        "copies exceed the caches), each fed by the previous one's output; median of "
-        f"{args.iters} calls. Weights are random (speed only). GB/s = weight bytes read per second (int8: 1 "
-        "byte/weight, int4: 0.5 byte + scales); % roofline = that over the read bandwidth measured in the same "
-        "run (best of `sum` and fp32 `mv` over 1 GiB).\n"
+        "copies exceed the caches), each fed by the previous one's output. Every path compiled first, then "
+        f"{args.rounds} rounds: the read bandwidth (best of `sum` and fp32 `mv` over 1 GiB), then each path "
+        f"(median of {args.iters} calls) in rotating order. Weights are random (speed only). ms/layer: median over "
+        "the rounds; GB/s = weight bytes read per second at that median (int8: 1 byte/weight, int4: 0.5 byte + "
+        "scales); % roofline: median over the rounds of GB/s over that round's read bandwidth; speed: median "
+        "per-round ratio to fp32 eager.\n"
     )
     for n, k, count, model in layer_stacks(args.fp32_bytes):
         codebooks = codebook_models(model)
         for m in (1, 8):
-            rows = []
             with torch.no_grad():
-                bandwidth = read_bandwidth_gbs()
-                base = None
+                entries = []
                 for name, fn, dtype, nbytes in variants(model, codebooks):
                     x = torch.randn(m, k, dtype=dtype)
-                    seconds = median_seconds(fn, x, iters=args.iters) / count
-                    per_layer = nbytes / count
-                    gbs = per_layer / seconds / 1e9
-                    base = base or seconds
-                    rows.append([name, f"{seconds * 1e3:.3f}", f"{gbs:.1f}", f"{100 * gbs / bandwidth:.0f}%", f"{base / seconds:.2f}x"])
-                    print(f"[{n}x{k}, x=[{m},{k}]] {name}: {seconds * 1e3:.3f} ms", flush=True)
-                bandwidth = (bandwidth + read_bandwidth_gbs()) / 2
+                    fn(x)  # compiles
+                    entries.append((name, fn, x, nbytes))
+                    print(f"[{n}x{k}, x=[{m},{k}]] compiled {name}", flush=True)
+                results, bandwidth = measure(entries, count, args.rounds, args.iters)
+            rows = []
+            for name, _, _, nbytes in entries:
+                t, share, speed = results[name]
+                rows.append([name, f"{t * 1e3:.3f}", f"{nbytes / count / t / 1e9:.1f}", f"{100 * share:.0f}%", f"{speed:.2f}x"])
+                print(rows[-1], flush=True)
+            del entries
+            torch._dynamo.reset()
             sections.append(
-                f"### W=[{n},{k}] x {count} layers, x=[{m},{k}] (read bandwidth {bandwidth:.0f} GB/s)\n\n"
+                f"### W=[{n},{k}] x {count} layers, x=[{m},{k}] (read bandwidth, median of the rounds: {bandwidth:.0f} GB/s)\n\n"
                 + markdown(["path", "ms/layer", "GB/s", "% roofline", "speed vs fp32 eager"], rows)
             )
     write_section("linear_decode", "\n".join(sections))
