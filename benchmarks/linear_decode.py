@@ -59,6 +59,7 @@ class Int8Expression(torch.nn.Module):
 CODEBOOK_ROWS = [
     ("lite log 4-bit", {"scheme": "log", "bits": 4}),
     ("lite VQ ~2 bit/w (d=4, 256 centroids)", {"scheme": "vector", "vector_dim": 4, "codebook_size": 256}),
+    ("lite VQ ~2 bit/w (d=2, 16 centroids)", {"scheme": "vector", "vector_dim": 2, "codebook_size": 16}),
     ("lite VQ d=2, 64 centroids (byte codes: 4 bit/w)", {"scheme": "vector", "vector_dim": 2, "codebook_size": 64}),
 ]
 
