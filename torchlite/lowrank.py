@@ -113,23 +113,39 @@ def max_paying_rank(in_features: int, out_features: int, min_saving: float) -> i
     return int((1 - min_saving) * in_features * out_features // (in_features + out_features))
 
 
+def aligned(rank: int, multiple: int, mode: str, limit: int) -> int:
+    """`rank` as a multiple of `multiple`, rounded "down", "up" or to the "nearest" one, at most `limit`
+    (where that is above it, "nearest" rounds down and "up" keeps `rank`). A rank below `multiple` is
+    kept as it is."""
+    if multiple <= 1 or rank < multiple:
+        return rank
+    down = rank // multiple * multiple
+    up = down if down == rank else down + multiple
+    choice = {"down": down, "up": up, "nearest": up if 2 * rank >= down + up else down}[mode]
+    if choice <= limit:
+        return choice
+    return rank if mode == "up" else down
+
+
 def allocate_budget(
-    spectra: list[tuple[int, int, torch.Tensor]], target: float, min_saving: float
+    spectra: list[tuple[int, int, torch.Tensor]], target: float, min_saving: float, multiple: int = 1
 ) -> list[int | None]:
     """Ranks (None: stays dense) whose total parameters are at most `target`.
 
     `spectra` holds (in, out, sigma) per layer. Rank unit i of a layer is worth sigma_i^2 / sum(sigma^2)
     (its share of the layer's output energy) per parameter it costs (in + out); units are kept in
     order of worth down to one global threshold, the highest-rank allocation that meets `target`.
-    A layer whose rank would not save `min_saving` of its parameters stays dense.
+    Each layer's rank is rounded to the nearest multiple of `multiple` (`aligned`) before its cost
+    counts. A layer whose rank would not save `min_saving` of its parameters stays dense.
     """
     worth = [(s.square() / s.square().sum().clamp_min(1e-300)) / (i + o) for i, o, s in spectra]
 
     def ranks_at(threshold: float) -> list[int | None]:
         out = []
         for (i, o, _), w in zip(spectra, worth):
-            r = max(1, int((w >= threshold).sum()))
-            out.append(r if r <= max_paying_rank(i, o, min_saving) else None)
+            pays = max_paying_rank(i, o, min_saving)
+            r = aligned(max(1, int((w >= threshold).sum())), multiple, "nearest", pays)
+            out.append(r if r <= pays else None)
         return out
 
     def cost(ranks) -> int:

@@ -70,6 +70,7 @@ def test_budget_is_met_and_split_by_sensitivity():
     new, report = torchlite.passes.factor(gm, Factor(budget=0.6, method="whiten", min_saving=0.0), CALIB)
     assert report.after.params - 96 * 2 <= 0.6 * (48 * 96 * 3)  # biases of gate and up are not budgeted
     assert len({r.rank for r in report.layers}) > 1, "ranks differ across layers"
+    assert all(r.rank % 16 == 0 for r in report.layers if r.rank >= 16), "ranks are multiples of rank_multiple=16"
     assert total(graph_cost(new).values()).params == report.after.params
 
 
@@ -150,6 +151,7 @@ def test_compress_matches_the_pass():
     "cfg, calib, match",
     [
         (dict(rank=0), None, "positive int"),
+        (dict(ratio=0.5, rank_multiple=0), None, "rank_multiple=0 must be a positive int"),
         (dict(rank=4, ratio=0.5), None, "exactly one"),
         (dict(ratio=1.5), None, "between 0 and 1"),
         (dict(budget=0.5, method="pca"), None, "unknown; allowed: svd, asvd, whiten"),

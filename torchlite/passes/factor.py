@@ -78,16 +78,18 @@ def _chosen_ranks(cfg: Factor, candidates, decs) -> list[int | None]:
     shapes = [(w.shape[1], w.shape[0]) for _, w in candidates]
     if cfg.budget is not None:
         target = cfg.budget * sum(i * o for i, o in shapes)
-        return lowrank.allocate_budget([(i, o, d.sigma) for (i, o), d in zip(shapes, decs)], target, cfg.min_saving)
+        spectra = [(i, o, d.sigma) for (i, o), d in zip(shapes, decs)]
+        return lowrank.allocate_budget(spectra, target, cfg.min_saving, cfg.rank_multiple)
     ranks = []
     for (i, o), dec in zip(shapes, decs):
+        pays = lowrank.max_paying_rank(i, o, cfg.min_saving)
         if cfg.rank is not None:
             r = cfg.rank
-        elif cfg.ratio is not None:
-            r = max(1, int(cfg.ratio * i * o // (i + o)))
-        else:
-            r = dec.rank_for_energy(cfg.energy)
-        ranks.append(r if r <= lowrank.max_paying_rank(i, o, cfg.min_saving) else None)
+        elif cfg.ratio is not None:  # at most `ratio` of the parameters: round down
+            r = lowrank.aligned(max(1, int(cfg.ratio * i * o // (i + o))), cfg.rank_multiple, "down", pays)
+        else:  # at least `energy`: round up
+            r = lowrank.aligned(dec.rank_for_energy(cfg.energy), cfg.rank_multiple, "up", pays)
+        ranks.append(r if r <= pays else None)
     return ranks
 
 
