@@ -82,9 +82,15 @@ def compiled_with(model, **inductor_config):
     return run
 
 
-def codebook_models(model: Layers) -> dict:
-    """The log- and vector-quantized copies of `model` (quantized once per shape: k-means is slow)."""
-    return {label: torchlite.compress(model, {"quantize": cfg}) for label, cfg in CODEBOOK_ROWS}
+LITE_RECIPES = [("lite int8", "int8"), ("lite int4 g128", "int4"), ("lite W8A8 (dynamic)", "w8a8")]
+
+
+def compressed(model: Layers) -> tuple[dict, dict]:
+    """Once per shape (k-means is slow): the log- and vector-quantized copies of `model`, and the weight
+    bytes of each recipe the lite backend compiles from the fp32 model."""
+    codebooks = {label: torchlite.compress(model, {"quantize": cfg}) for label, cfg in CODEBOOK_ROWS}
+    recipe_bytes = {recipe: weight_bytes(torchlite.compress(model, recipe)) for _, recipe in LITE_RECIPES}
+    return codebooks, recipe_bytes
 
 
 def own_class(module: torch.nn.Module) -> torch.nn.Module:
@@ -96,7 +102,7 @@ def own_class(module: torch.nn.Module) -> torch.nn.Module:
     return clone
 
 
-def variants(model: Layers, codebooks: dict):
+def variants(model: Layers, codebooks: dict, recipe_bytes: dict):
     """(name, callable, input dtype, weight bytes) for each kernel path."""
     yield "fp32 eager", model, torch.float32, weight_bytes(model)
     yield "fp32 Inductor", torch.compile(own_class(model)), torch.float32, weight_bytes(model)
@@ -122,9 +128,9 @@ def variants(model: Layers, codebooks: dict):
     yield "Inductor, int8 as a tensor expression", torch.compile(expression), torch.float32, sum(
         q.numel() for q in expression.q
     )
-    for label, recipe in [("lite int8", "int8"), ("lite int4 g128", "int4"), ("lite W8A8 (dynamic)", "w8a8")]:
+    for label, recipe in LITE_RECIPES:
         compiled = torch.compile(own_class(model), backend="lite", options={"recipe": recipe})
-        yield label, compiled, torch.float32, weight_bytes(torchlite.compress(model, recipe))
+        yield label, compiled, torch.float32, recipe_bytes[recipe]
     for label, small in codebooks.items():  # compiled with torchlite's lowerings
         yield label, torch.compile(own_class(small)), torch.float32, weight_bytes(small)
 
@@ -169,11 +175,11 @@ def main() -> None:
         "per-round ratio to fp32 eager.\n"
     )
     for n, k, count, model in layer_stacks(args.fp32_bytes):
-        codebooks = codebook_models(model)
+        codebooks, recipe_bytes = compressed(model)
         for m in (1, 8):
             with torch.no_grad():
                 entries = []
-                for name, fn, dtype, nbytes in variants(model, codebooks):
+                for name, fn, dtype, nbytes in variants(model, codebooks, recipe_bytes):
                     x = torch.randn(m, k, dtype=dtype)
                     fn(x)  # compiles
                     entries.append((name, fn, x, nbytes))

@@ -116,11 +116,8 @@ def test_budget_ranks_fit_and_are_multiples(shapes, budget, multiple):
     for i, o, seed in shapes:
         g = torch.Generator().manual_seed(seed)
         spectra.append((i, o, torch.rand(min(i, o), generator=g, dtype=torch.float64).sort(descending=True).values))
-    target = budget * sum(i * o for i, o, _ in shapes)
-    try:
-        ranks = allocate_budget(spectra, target, 0.1, multiple)
-    except torchlite.TorchliteError:
-        return  # a budget no allocation meets is refused (tested in test_factor.py)
+    target = budget * sum(i * o for i, o, _ in shapes)  # >= 20 %: rank 1 everywhere always fits
+    ranks = allocate_budget(spectra, target, 0.1, multiple)
     assert sum(params(i, o, r) for (i, o, _), r in zip(spectra, ranks)) <= target
     for (i, o, _), r in zip(spectra, ranks):
         assert r is None or (1 <= r <= max_paying_rank(i, o, 0.1) and (r < multiple or r % multiple == 0))
