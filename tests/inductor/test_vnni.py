@@ -9,6 +9,7 @@ import torchlite  # noqa: F401  (registers ops and lowerings)
 from torchlite.inductor.vnni import byte_table, cpu_has_vnni
 from torchlite.quant.linear import quantize_weight
 from torchlite.quant.log import code_values, quantize_log
+from parts_bound import parts_error_bound
 
 needs_vnni = pytest.mark.skipif(not cpu_has_vnni(), reason="this CPU has no AVX512-VNNI: the generated reduction is used")
 
@@ -26,9 +27,10 @@ def _compiled_and_code(f, x):
     return out, code
 
 
-def _close(out, ref):
-    # The activations enter as three int8 parts (~22 bits): float32-like errors.
-    torch.testing.assert_close(out, ref, rtol=1e-4, atol=2e-5 * ref.abs().max().item())
+def _close(out, ref, bound):
+    assert out.shape == ref.shape
+    excess = ((out - ref).abs() - bound).max().item()
+    assert excess <= 0, f"kernel output off the eager op's by {excess:.3g} more than its two-part activation bound"
 
 
 CASES = [
@@ -56,20 +58,22 @@ def test_vnni_kernel_matches_eager(name, make, k, rows):
     x = torch.randn(rows, k)
     out, code = _compiled_and_code(f, x)
     assert "cpp_torchlite_vnni_gemv" in code, "the decode call must run the VNNI kernel"
-    _close(out, f(x))
+    _close(out, f(x), parts_error_bound(qw.dequantize(), x, 3 if qw.bits == 8 else 2))
 
 
 @needs_vnni
 def test_outlier_activations_keep_precision():
-    """LLM activations have a few channels 100x the rest; the later int8 parts keep the error small."""
+    """LLM activations have a few channels 100x the rest; the second int8 part keeps the error small
+    (one part, as in W8A8, would leave ~1e-2 of Σ|w||x|)."""
     qw = quantize_weight(torch.randn(64, 1024), 4, 128, True, "group")
     f = _linear(qw)
     x = torch.randn(1, 1024)
     x[0, :4] *= 200.0
     out, _ = _compiled_and_code(f, x)
     ref = f(x)
+    _close(out, ref, parts_error_bound(qw.dequantize(), x, 2))
     scale = (qw.dequantize().abs() @ x.abs().T).T  # Σ|w||x| per output
-    assert ((out - ref).abs() <= 1e-5 * scale).all()
+    assert ((out - ref).abs() <= 1e-3 * scale).all()
 
 
 @needs_vnni
@@ -79,13 +83,14 @@ def test_outlier_activations_keep_precision():
     st.sampled_from([None, 64, 128]), st.integers(0, 2**16),
 )
 def test_vnni_kernel_property(n, k, rows, bits, symmetric, group, seed):
+
     g = torch.Generator().manual_seed(seed)
     qw = quantize_weight(torch.randn(n, k, generator=g), bits, group, symmetric, "group" if group else "channel")
     f = _linear(qw)
     x = torch.randn(rows, k, generator=g)
     out, code = _compiled_and_code(f, x)
     assert "cpp_torchlite_vnni_gemv" in code
-    _close(out, f(x))
+    _close(out, f(x), parts_error_bound(qw.dequantize(), x, 3 if bits == 8 else 2))
 
 
 def test_byte_table_represents_every_code_value():
@@ -110,6 +115,8 @@ def test_kernel_applies_the_channel_scale_so_a_chain_needs_no_epilogue_loop():
     f1, f2 = _linear(q1), _linear(q2)
     x = torch.randn(1, 576)
     out, code = _compiled_and_code(lambda x: f2(f1(x)), x)
-    _close(out, f2(f1(x)))
+    y1 = f1(x)  # the first call's error reaches the output through |Ŵ2|; the second adds its own
+    w2 = q2.dequantize()
+    _close(out, f2(y1), parts_error_bound(q1.dequantize(), x, 3) @ w2.abs().T + parts_error_bound(w2, y1, 3))
     call = code.split("def call")[1]
     assert call.count("cpp_torchlite_vnni_gemv") == 2 and "cpp_fused" not in call

@@ -3,7 +3,7 @@
 // STATIC_X_SCALE.
 //
 // A row x is split into PARTS int8 parts, x ≈ Σ_p s_p·q_p, each part coding what the previous ones
-// leave over (7 more bits each: three parts hold ~22 bits, float32-like). One part with
+// leave over (7 more bits each: two parts hold ~15 bits, three ~22, float32-like). One part with
 // STATIC_X_SCALE uses the given scale; otherwise s_p = max|rest| / 127 (at least 1e-12), and
 // q_p = clamp(round_half_even(rest / s_p), ±127): for one part exactly torchlite::qlinear_a8's
 // per-token int8 activations.

@@ -6,8 +6,8 @@
 // torchlite snaps every k-means codebook to an int8 grid: each centroid element is b·s_g with b an
 // integer in ±127 and s_g a power of two per codebook. Per call, each codebook becomes D byte tables
 // u = b + 128 (one per centroid element, 256 entries); a step reads 64 codes (128 when two share a
-// byte) and turns them into D vectors of 64 weight bytes with vpermb / vpermi2b lookups (two and a
-// blend for 256 centroids), which vpdpbusd multiplies with the activations' int8 parts. So
+// byte) and turns them into D vectors of 64 weight bytes with vpermb / vpermi2b lookups (two merge-
+// masked ones for 256 centroids), which vpdpbusd multiplies with the activations' int8 parts. So
 // out[n, m] = s_g · (Σ_p s_p·Σ u·q_p − 128·Σ x̂), as in vnni_gemv.cpp. The activations are stored per
 // step in lookup order: for each code vector v and element c, the 64 inputs its weights meet.
 // A codebook that is not on such a grid (not made by torchlite's k-means) gets an exact float loop.
@@ -84,9 +84,12 @@ static void quantize_activations(const float* x, Scratch& a) {
 
 static inline __m512i lookup(const __m512i* t, __m512i idx, __mmask64 high) {
     if (NT == 1) return _mm512_permutexvar_epi8(idx, t[0]);
-    const __m512i low = _mm512_permutex2var_epi8(t[0], idx, t[1]);
-    if (NT == 2) return low;
-    return _mm512_mask_blend_epi8(high, low, _mm512_permutex2var_epi8(t[2], idx, t[3]));
+    if (NT == 2) return _mm512_permutex2var_epi8(t[0], idx, t[1]);
+    // 256 centroids: the upper half's permute fills the lanes of codes >= 128 and leaves the others'
+    // codes in place (vpermi2b's merge keeps the index), which the lower half's permute then fills:
+    // two operations per element, no blend
+    const __m512i upper = _mm512_mask2_permutex2var_epi8(t[2], idx, high, t[3]);
+    return _mm512_mask2_permutex2var_epi8(t[0], upper, (__mmask64)~high, t[1]);
 }
 
 // Exact float sums for a codebook off the int8 grid.
