@@ -56,7 +56,7 @@ def byte_table(values: torch.Tensor) -> tuple[list[int], float, float]:
 def weight_only_parts(narrow_codes: bool) -> int:
     """Int8 parts the activations of a weight-only call are split into (activation_parts.h). Two (~15 bits)
     leave at most max|x| / (4·127²) per activation, three orders of magnitude below the rounding of codes
-    of 4 bits or fewer and of VQ, and are 1.1-1.3x faster than three; next to 8-bit codes that error
+    of 4 bits or fewer and of VQ, and are 1.06-1.22x faster than three; next to 8-bit codes that error
     shows (SmolLM2's logits 0.04 off the eager oracle's through 30 layers, against < 1e-3 with three:
     ~22 bits, float32-like), so those get three."""
     return 2 if narrow_codes else 3
