@@ -15,3 +15,8 @@ def parts_error_bound(w: torch.Tensor, x: torch.Tensor, parts: int) -> torch.Ten
     sigma = step * w.square().sum(1).sqrt()[None, :] / 12**0.5
     return (6 * sigma + 1e-6 * (x2.abs() @ w.abs().T)).float()
 
+
+def parts_for(bits: int) -> int:
+    """The contract, stated apart from the code under test: three parts against 8-bit codes, two
+    against narrower ones (and VQ)."""
+    return 3 if bits == 8 else 2

@@ -9,7 +9,7 @@ import torchlite  # noqa: F401  (registers ops and lowerings)
 from torchlite.inductor.vnni import byte_table, cpu_has_vnni
 from torchlite.quant.linear import quantize_weight
 from torchlite.quant.log import code_values, quantize_log
-from parts_bound import parts_error_bound
+from parts_bound import parts_error_bound, parts_for
 
 needs_vnni = pytest.mark.skipif(not cpu_has_vnni(), reason="this CPU has no AVX512-VNNI: the generated reduction is used")
 
@@ -58,7 +58,7 @@ def test_vnni_kernel_matches_eager(name, make, k, rows):
     x = torch.randn(rows, k)
     out, code = _compiled_and_code(f, x)
     assert "cpp_torchlite_vnni_gemv" in code, "the decode call must run the VNNI kernel"
-    _close(out, f(x), parts_error_bound(qw.dequantize(), x, 3 if qw.bits == 8 else 2))
+    _close(out, f(x), parts_error_bound(qw.dequantize(), x, parts_for(qw.bits)))
 
 
 @needs_vnni
@@ -89,7 +89,7 @@ def test_vnni_kernel_property(n, k, rows, bits, symmetric, group, seed):
     x = torch.randn(rows, k, generator=g)
     out, code = _compiled_and_code(f, x)
     assert "cpp_torchlite_vnni_gemv" in code
-    _close(out, f(x), parts_error_bound(qw.dequantize(), x, 3 if bits == 8 else 2))
+    _close(out, f(x), parts_error_bound(qw.dequantize(), x, parts_for(bits)))
 
 
 def test_byte_table_represents_every_code_value():

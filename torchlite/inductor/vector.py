@@ -72,7 +72,8 @@ def vnni_kernel(x2, m_rows, w: _Codes, qdata, codebook, n_out, in_features: int)
     defines = {
         "M_ROWS": int(m_rows), "N_OUT": int(n_out), "K_IN": in_features, "J": j, "D": w.d, "C": w.size,
         "KP": -(-j // codes_per_step) * codes_per_step * w.d, "G": int(codebook.get_size()[0]),
-        "GROUP_ROWS": w.group_size or int(n_out), "NIBBLES": int(w.size <= 16), "PARTS": vnni.weight_only_parts(narrow_codes=True),
+        "GROUP_ROWS": w.group_size or int(n_out), "NIBBLES": int(w.size <= 16),
+        "PARTS": vnni.weight_only_parts(narrow_codes=True),
         "STATIC_X_SCALE": 0,
     }
     arg_types = ["const float*", "const uint8_t*", "const float*", "float*"]

@@ -5,10 +5,9 @@ offset, multiply, add), which caps a generated reduction at about half (int8) or
 the memory roofline here. `csrc/vnni_gemv.cpp` keeps the weights in bytes instead: it maps 4-bit codes
 to bytes with one table shuffle, quantizes the activations per call into int8 parts (each codes what
 the previous ones leave over; see `weight_only_parts`) and multiplies 64 byte pairs per vpdpbusd
-instruction. Table values cover
-int2..int4 (symmetric or with zero points), int8 and log codes (±2^-e, exact as integers times 2^(L-1)).
-W8A8 (`torchlite::qlinear_a8`) is the same kernel with one part: the op's own per-token (or static) int8
-activations.
+instruction. Table values cover int2..int4 (symmetric or with zero points), int8 and log codes (±2^-e,
+exact as integers times 2^(L-1)). W8A8 (`torchlite::qlinear_a8`) is the same kernel with one part: the
+op's own per-token (or static) int8 activations.
 
 The call is a `cpp_kernel.CppKernelCall` node: compiled by Inductor's toolchain and called from the
 compiled graph like one of its generated kernels. The lowerings use it where the CPU has
