@@ -1,6 +1,9 @@
 """Decode-shaped linear layers: every kernel path side by side, in one process.
 
-Several distinct layers are called in turn so that no weight stays in cache between its calls.
+Several distinct layers are called in turn so that no weight stays in cache between its calls: every
+path's stack repeats its layers as distinct copies until it reads as many bytes per call as the fp32
+stack, so a 2-bit copy exceeds the caches exactly as the fp32 weights do (a last-level cache of
+hundreds of MB holds a whole int4 copy of a stack that only the fp32 one overflows).
 Every path is compiled first; then rounds measure the read bandwidth and every path in turn (rotating
 order), so a slow spell of the machine hits the roofline and the paths alike. Reports median ms per
 layer, GB/s of weight bytes read, and % of the read bandwidth measured in the same round (the
@@ -40,14 +43,16 @@ class Layers(torch.nn.Module):
 
 class Int8Expression(torch.nn.Module):
     """int8 weight-only written as a plain tensor expression, `(x * q.float()).sum(-1) * s`, for
-    plain Inductor to compile: what Inductor's own code generation reaches without torchlite."""
+    plain Inductor to compile: what Inductor's own code generation reaches without torchlite. The
+    layers are repeated `times` over as distinct copies (see `replicated`)."""
 
-    def __init__(self, model: Layers):
+    def __init__(self, model: Layers, times: int):
         super().__init__()
         qs = [quantize_weight(layer.weight, 8, None, True, "channel") for layer in model.layers]
         k = model.layers[0].in_features
-        self.q = torch.nn.ParameterList(torch.nn.Parameter(q.qdata[:, :k], requires_grad=False) for q in qs)
-        self.s = torch.nn.ParameterList(torch.nn.Parameter(q.scale[:, 0], requires_grad=False) for q in qs)
+        param = lambda t: torch.nn.Parameter(t.clone(), requires_grad=False)  # noqa: E731
+        self.q = torch.nn.ParameterList(param(q.qdata[:, :k]) for _ in range(times) for q in qs)
+        self.s = torch.nn.ParameterList(param(q.scale[:, 0]) for _ in range(times) for q in qs)
 
     def forward(self, x):
         k = x.shape[-1]
@@ -85,12 +90,10 @@ def compiled_with(model, **inductor_config):
 LITE_RECIPES = [("lite int8", "int8"), ("lite int4 g128", "int4"), ("lite W8A8 (dynamic)", "w8a8")]
 
 
-def compressed(model: Layers) -> tuple[dict, dict]:
-    """Once per shape (k-means is slow): the log- and vector-quantized copies of `model`, and the weight
-    bytes of each recipe the lite backend compiles from the fp32 model."""
-    codebooks = {label: torchlite.compress(model, {"quantize": cfg}) for label, cfg in CODEBOOK_ROWS}
-    recipe_bytes = {recipe: weight_bytes(torchlite.compress(model, recipe)) for _, recipe in LITE_RECIPES}
-    return codebooks, recipe_bytes
+def compressed(model: Layers) -> dict:
+    """Once per shape (k-means is slow): `model` compressed by each lite recipe and codebook scheme."""
+    recipes = {label: torchlite.compress(model, recipe) for label, recipe in LITE_RECIPES}
+    return recipes | {label: torchlite.compress(model, {"quantize": cfg}) for label, cfg in CODEBOOK_ROWS}
 
 
 def own_class(module: torch.nn.Module) -> torch.nn.Module:
@@ -102,50 +105,61 @@ def own_class(module: torch.nn.Module) -> torch.nn.Module:
     return clone
 
 
-def variants(model: Layers, codebooks: dict, recipe_bytes: dict):
-    """(name, callable, input dtype, weight bytes) for each kernel path."""
-    yield "fp32 eager", model, torch.float32, weight_bytes(model)
-    yield "fp32 Inductor", torch.compile(own_class(model)), torch.float32, weight_bytes(model)
-    yield "lite fp32 (no recipe)", compile_lite(own_class(model)), torch.float32, weight_bytes(model)
-    bf16 = Layers(len(model.layers), *model.layers[0].weight.shape)
+def replicated(stack: torch.nn.Module, fp32_bytes: int, nbytes: int) -> tuple[torch.nn.Module, int]:
+    """A copy of `stack` (an own class, see `own_class`) whose `layers` repeat as distinct copies (new
+    memory, same values) until it reads about `fp32_bytes` per call; and how many times they repeat."""
+    times = max(1, round(fp32_bytes / nbytes))
+    clone = own_class(stack)
+    clone._modules = dict(stack._modules)  # the shallow copy shares the dict: give it its own
+    clone.layers = torch.nn.ModuleList(copy.deepcopy(layer) for _ in range(times) for layer in stack.layers)
+    return clone, times
+
+
+def variants(model: Layers, compressed_models: dict):
+    """(name, callable, input dtype, weight bytes, layers called) for each kernel path."""
+    count, fp32 = len(model.layers), weight_bytes(model)
+    yield "fp32 eager", model, torch.float32, fp32, count
+    yield "fp32 Inductor", torch.compile(own_class(model)), torch.float32, fp32, count
+    yield "lite fp32 (no recipe)", compile_lite(own_class(model)), torch.float32, fp32, count
+    bf16 = Layers(count, *model.layers[0].weight.shape)
     bf16.load_state_dict(model.state_dict())
-    bf16 = own_class(bf16.to(torch.bfloat16))
-    yield "bf16 Inductor (freezing)", compiled_with(bf16, freezing=True), torch.bfloat16, weight_bytes(bf16)
+    bf16, times = replicated(bf16.to(torch.bfloat16), fp32, fp32 // 2)
+    yield "bf16 Inductor (freezing)", compiled_with(bf16, freezing=True), torch.bfloat16, weight_bytes(bf16), count * times
     qdyn = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-    yield "quantize_dynamic int8", qdyn, torch.float32, sum(l.weight().numel() for l in qdyn.layers)
+    qdyn, times = replicated(qdyn, fp32, sum(l.weight().numel() for l in qdyn.layers))
+    yield "quantize_dynamic int8", qdyn, torch.float32, sum(l.weight().numel() for l in qdyn.layers), count * times
     try:
         from torchao.quantization import Int8WeightOnlyConfig, quantize_
 
-        ao = Layers(len(model.layers), *model.layers[0].weight.shape)
+        ao = Layers(count, *model.layers[0].weight.shape)
         ao.load_state_dict(model.state_dict())
         quantize_(ao, Int8WeightOnlyConfig(set_inductor_config=False))
-        yield "torchao int8 weight-only + compile", torch.compile(own_class(ao)), torch.float32, sum(
+        ao, times = replicated(ao, fp32, sum(l.weight.numel() for l in ao.layers))
+        yield "torchao int8 weight-only + compile", torch.compile(ao), torch.float32, sum(
             l.weight.numel() for l in ao.layers
-        )
+        ), count * times
     except ImportError:
         print("torchao not installed: skipping its row")
-    expression = Int8Expression(model)
+    expression = Int8Expression(model, times=4)
     yield "Inductor, int8 as a tensor expression", torch.compile(expression), torch.float32, sum(
         q.numel() for q in expression.q
-    )
-    for label, recipe in LITE_RECIPES:
-        compiled = torch.compile(own_class(model), backend="lite", options={"recipe": recipe})
-        yield label, compiled, torch.float32, recipe_bytes[recipe]
-    for label, small in codebooks.items():  # compiled with torchlite's lowerings
-        yield label, torch.compile(own_class(small)), torch.float32, weight_bytes(small)
+    ), len(expression.q)
+    for label, small in compressed_models.items():  # compiled with the lite backend, no further recipe
+        stack, times = replicated(small, fp32, weight_bytes(small))
+        yield label, compile_lite(stack), torch.float32, weight_bytes(stack), count * times
 
 
-def measure(entries: list, count: int, rounds: int, iters: int):
+def measure(entries: list, rounds: int, iters: int):
     """Per path: (median ms per layer over the rounds, median of its per-round share of the round's read
     bandwidth, median per-round speed ratio against the first path); and the median bandwidth."""
     seconds, shares, bandwidths = {e[0]: [] for e in entries}, {e[0]: [] for e in entries}, []
     for r in range(rounds):
         bandwidth = read_bandwidth_gbs()
         bandwidths.append(bandwidth)
-        for name, fn, x, nbytes in entries[r % len(entries):] + entries[: r % len(entries)]:
-            t = median_seconds(fn, x, warmup=1, iters=iters) / count
+        for name, fn, x, nbytes, layers in entries[r % len(entries):] + entries[: r % len(entries)]:
+            t = median_seconds(fn, x, warmup=1, iters=iters) / layers
             seconds[name].append(t)
-            shares[name].append(nbytes / count / t / 1e9 / bandwidth)
+            shares[name].append(nbytes / layers / t / 1e9 / bandwidth)
     base = seconds[entries[0][0]]
     return {
         name: (statistics.median(seconds[name]), statistics.median(shares[name]),
@@ -166,35 +180,37 @@ def main() -> None:
     torch._dynamo.config.automatic_dynamic_shapes = False  # x=[1, K] and x=[8, K] get static graphs
     sections = [header("Decode-shaped linear layers")]
     sections.append(
-        f"Per shape, as many distinct layers as make {args.fp32_bytes:g} GiB of fp32 weights (so even the int4 "
-        "copies exceed the caches), each fed by the previous one's output. Every path compiled first, then "
-        f"{args.rounds} rounds: the read bandwidth (best of `sum` and fp32 `mv` over 1 GiB), then each path "
-        f"(median of {args.iters} calls) in rotating order. Weights are random (speed only). ms/layer: median over "
-        "the rounds; GB/s = weight bytes read per second at that median (int8: 1 byte/weight, int4: 0.5 byte + "
-        "scales); % roofline: median over the rounds of GB/s over that round's read bandwidth; speed: median "
-        "per-round ratio to fp32 eager.\n"
+        f"Per shape, as many distinct layers as make {args.fp32_bytes:g} GiB of fp32 weights, each fed by the previous "
+        "one's output; every other path repeats its layers as distinct copies (new memory, same values) until it "
+        "reads as many bytes per call as the fp32 stack, so that no path's weights fit the caches where the fp32 "
+        "ones do not. Compressed paths: `torchlite.compress` with the row's recipe, compiled with backend 'lite'. "
+        f"Every path compiled first, then {args.rounds} rounds: the read bandwidth (best of `sum` and fp32 `mv` "
+        f"over 1 GiB), then each path (median of {args.iters} calls) in rotating order. Weights are random (speed "
+        "only). ms/layer: median over the rounds; GB/s = weight bytes read per second at that median (int8: 1 "
+        "byte/weight, int4: 0.5 byte + scales); % roofline: median over the rounds of GB/s over that round's read "
+        "bandwidth; speed: median per-round ratio to fp32 eager.\n"
     )
     for n, k, count, model in layer_stacks(args.fp32_bytes):
-        codebooks, recipe_bytes = compressed(model)
+        compressed_models = compressed(model)
         for m in (1, 8):
             with torch.no_grad():
                 entries = []
-                for name, fn, dtype, nbytes in variants(model, codebooks, recipe_bytes):
+                for name, fn, dtype, nbytes, layers in variants(model, compressed_models):
                     x = torch.randn(m, k, dtype=dtype)
                     fn(x)  # compiles
-                    entries.append((name, fn, x, nbytes))
-                    print(f"[{n}x{k}, x=[{m},{k}]] compiled {name}", flush=True)
-                results, bandwidth = measure(entries, count, args.rounds, args.iters)
+                    entries.append((name, fn, x, nbytes, layers))
+                    print(f"[{n}x{k}, x=[{m},{k}]] compiled {name} ({layers} layers)", flush=True)
+                results, bandwidth = measure(entries, args.rounds, args.iters)
             rows = []
-            for name, _, _, nbytes in entries:
+            for name, _, _, nbytes, layers in entries:
                 t, share, speed = results[name]
-                rows.append([name, f"{t * 1e3:.3f}", f"{nbytes / count / t / 1e9:.1f}", f"{100 * share:.0f}%", f"{speed:.2f}x"])
+                rows.append([name, str(layers), f"{t * 1e3:.3f}", f"{nbytes / layers / t / 1e9:.1f}", f"{100 * share:.0f}%", f"{speed:.2f}x"])
                 print(rows[-1], flush=True)
             del entries
             torch._dynamo.reset()
             sections.append(
-                f"### W=[{n},{k}] x {count} layers, x=[{m},{k}] (read bandwidth, median of the rounds: {bandwidth:.0f} GB/s)\n\n"
-                + markdown(["path", "ms/layer", "GB/s", "% roofline", "speed vs fp32 eager"], rows)
+                f"### W=[{n},{k}], x=[{m},{k}] (read bandwidth, median of the rounds: {bandwidth:.0f} GB/s)\n\n"
+                + markdown(["path", "layers", "ms/layer", "GB/s", "% roofline", "speed vs fp32 eager"], rows)
             )
     write_section("linear_decode", "\n".join(sections))
 
