@@ -100,10 +100,14 @@ def read_bandwidth_gbs(nbytes: int = 1 << 30) -> float:
 
 
 def machine() -> str:
+    """CPU model and last-level cache (lscpu: the cache decides which weights stream from memory),
+    threads, torch and Python versions."""
     cpu = platform.processor() or "cpu"
     try:
         info = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
         cpu = re.search(r"Model name:\s*(.+)", info).group(1).strip()
+        l3 = re.search(r"L3 cache:\s*([^(\n]+)", info)
+        cpu += f" (L3 {l3.group(1).strip()})" if l3 else ""
     except Exception:
         pass
     return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}, Python {platform.python_version()}"
