@@ -170,7 +170,10 @@ def measure(entries: list, rounds: int, iters: int):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--fp32-bytes", type=float, default=1.0, help="GiB of fp32 weights per shape (sets the layer count)")
+    parser.add_argument(
+        "--fp32-bytes", type=float, default=0.5,
+        help="GiB of fp32 weights per shape (sets the layer count; every path reads this much per call)",
+    )
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--iters", type=int, default=5, help="calls per path and round (their median counts)")
     args = parser.parse_args()
