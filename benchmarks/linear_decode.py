@@ -44,12 +44,13 @@ class Layers(torch.nn.Module):
 class Int8Expression(torch.nn.Module):
     """int8 weight-only written as a plain tensor expression, `(x * q.float()).sum(-1) * s`, for
     plain Inductor to compile: what Inductor's own code generation reaches without torchlite. The
-    layers are repeated `times` over as distinct copies (see `replicated`)."""
+    layers repeat as distinct copies until they read as many bytes per call as `model` (see `copies`)."""
 
-    def __init__(self, model: Layers, times: int):
+    def __init__(self, model: Layers):
         super().__init__()
         qs = [quantize_weight(layer.weight, 8, None, True, "channel") for layer in model.layers]
         k = model.layers[0].in_features
+        times = copies(weight_bytes(model), sum(q.qdata[:, :k].numel() for q in qs))
         param = lambda t: torch.nn.Parameter(t.clone(), requires_grad=False)  # noqa: E731
         self.q = torch.nn.ParameterList(param(q.qdata[:, :k]) for _ in range(times) for q in qs)
         self.s = torch.nn.ParameterList(param(q.scale[:, 0]) for _ in range(times) for q in qs)
@@ -105,14 +106,19 @@ def own_class(module: torch.nn.Module) -> torch.nn.Module:
     return clone
 
 
+def copies(fp32_bytes: int, nbytes: int) -> int:
+    """How many times a stack of `nbytes` repeats to read about as much per call as the fp32 one."""
+    return max(1, round(fp32_bytes / nbytes))
+
+
 def replicated(stack: torch.nn.Module, fp32_bytes: int, nbytes: int) -> tuple[torch.nn.Module, int]:
     """A copy of `stack` (an own class, see `own_class`) whose `layers` repeat as distinct copies (new
-    memory, same values) until it reads about `fp32_bytes` per call; and how many times they repeat."""
-    times = max(1, round(fp32_bytes / nbytes))
+    memory, same values) until it reads about `fp32_bytes` per call; and its bytes per call."""
+    times = copies(fp32_bytes, nbytes)
     clone = own_class(stack)
     clone._modules = dict(stack._modules)  # the shallow copy shares the dict: give it its own
     clone.layers = torch.nn.ModuleList(copy.deepcopy(layer) for _ in range(times) for layer in stack.layers)
-    return clone, times
+    return clone, nbytes * times
 
 
 def variants(model: Layers, compressed_models: dict):
@@ -123,30 +129,28 @@ def variants(model: Layers, compressed_models: dict):
     yield "lite fp32 (no recipe)", compile_lite(own_class(model)), torch.float32, fp32, count
     bf16 = Layers(count, *model.layers[0].weight.shape)
     bf16.load_state_dict(model.state_dict())
-    bf16, times = replicated(bf16.to(torch.bfloat16), fp32, fp32 // 2)
-    yield "bf16 Inductor (freezing)", compiled_with(bf16, freezing=True), torch.bfloat16, weight_bytes(bf16), count * times
+    bf16, nbytes = replicated(bf16.to(torch.bfloat16), fp32, fp32 // 2)
+    yield "bf16 Inductor (freezing)", compiled_with(bf16, freezing=True), torch.bfloat16, nbytes, len(bf16.layers)
     qdyn = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-    qdyn, times = replicated(qdyn, fp32, sum(l.weight().numel() for l in qdyn.layers))
-    yield "quantize_dynamic int8", qdyn, torch.float32, sum(l.weight().numel() for l in qdyn.layers), count * times
+    qdyn, nbytes = replicated(qdyn, fp32, sum(l.weight().numel() for l in qdyn.layers))
+    yield "quantize_dynamic int8", qdyn, torch.float32, nbytes, len(qdyn.layers)
     try:
         from torchao.quantization import Int8WeightOnlyConfig, quantize_
 
         ao = Layers(count, *model.layers[0].weight.shape)
         ao.load_state_dict(model.state_dict())
         quantize_(ao, Int8WeightOnlyConfig(set_inductor_config=False))
-        ao, times = replicated(ao, fp32, sum(l.weight.numel() for l in ao.layers))
-        yield "torchao int8 weight-only + compile", torch.compile(ao), torch.float32, sum(
-            l.weight.numel() for l in ao.layers
-        ), count * times
+        ao, nbytes = replicated(ao, fp32, sum(l.weight.numel() for l in ao.layers))
+        yield "torchao int8 weight-only + compile", torch.compile(ao), torch.float32, nbytes, len(ao.layers)
     except ImportError:
         print("torchao not installed: skipping its row")
-    expression = Int8Expression(model, times=4)
+    expression = Int8Expression(model)
     yield "Inductor, int8 as a tensor expression", torch.compile(expression), torch.float32, sum(
         q.numel() for q in expression.q
     ), len(expression.q)
     for label, small in compressed_models.items():  # compiled with the lite backend, no further recipe
-        stack, times = replicated(small, fp32, weight_bytes(small))
-        yield label, compile_lite(stack), torch.float32, weight_bytes(stack), count * times
+        stack, nbytes = replicated(small, fp32, weight_bytes(small))
+        yield label, compile_lite(stack), torch.float32, nbytes, len(stack.layers)
 
 
 def measure(entries: list, rounds: int, iters: int):
