@@ -29,11 +29,6 @@ constexpr bool PAIRED = NIBBLES && U == 2;
 constexpr int64_t ROW_BYTES = NIBBLES ? KP / 2 : KP;
 constexpr int64_t MC = M_ROWS % 2 == 0 ? 2 : 1;  // activation rows per pass over a weight row
 constexpr int64_t STEP_BYTES = ROW_BYTES / STEPS;
-// Nibble codes: weight bytes requested this far ahead of the steps that read them. Their steps take
-// longer per byte and the hardware prefetcher alone fell behind: int4 g128 and log 4-bit ran
-// 1.1-1.3x faster with it; byte codes (int8, W8A8) ran 3-7 % slower and go without (paired ad hoc
-// runs, 2026-11-30).
-constexpr int64_t PREFETCH_BYTES = NIBBLES ? 8192 : 0;
 
 alignas(64) static const uint8_t LUT[64] = {LUT_VALUES, LUT_VALUES, LUT_VALUES, LUT_VALUES};
 
@@ -79,60 +74,64 @@ extern "C" void kernel(const float* x, const uint8_t* codes, const float* scale,
     const Activations& a = *scratch;
     quantize_activations(x, x_scale, *scratch);
     const __m512i lut = _mm512_load_si512(LUT);
-    #pragma omp parallel for schedule(static)
-    for (int64_t n = 0; n < N_OUT; ++n) {
-        const uint8_t* row = codes + n * ROW_BYTES;
-        // Activation rows in chunks of MC: more accumulators than registers would spill; the weight
-        // row is read from memory once and from the cache for the further chunks.
-        for (int64_t m0 = 0; m0 < M_ROWS; m0 += MC) {
-            __m512 total[MC][PARTS];
-            float zterm[MC];
-            for (int64_t m = 0; m < MC; ++m) {
-                for (int p = 0; p < PARTS; ++p) total[m][p] = _mm512_setzero_ps();
-                zterm[m] = 0.f;
-            }
-            for (int64_t g = 0; g < NG; ++g) {
-                __m512i acc[MC][PARTS][U];
-                for (int64_t m = 0; m < MC; ++m)
-                    for (int p = 0; p < PARTS; ++p)
-                        for (int u = 0; u < U; ++u) acc[m][p][u] = _mm512_setzero_si512();
-                for (int64_t s = g * GROUP_STEPS; s < (g + 1) * GROUP_STEPS; s += U) {
-                    if (PREFETCH_BYTES > 0 && m0 == 0)
-                        for (int64_t b = 0; b < U * STEP_BYTES; b += 64) _mm_prefetch((const char*)(row + PREFETCH_BYTES + s * STEP_BYTES + b), _MM_HINT_T0);
-                    __m512i w[U];
-                    if (PAIRED) {
-                        const __m512i low4 = _mm512_set1_epi8(0x0F);
-                        __m512i raw = _mm512_loadu_si512(row + s * 32);
-                        w[0] = _mm512_shuffle_epi8(lut, _mm512_and_si512(raw, low4));
-                        w[U - 1] = _mm512_shuffle_epi8(lut, _mm512_and_si512(_mm512_srli_epi16(raw, 4), low4));
-                    } else {
-                        for (int u = 0; u < U; ++u) w[u] = weight_bytes(row, s + u, lut);
-                    }
-                    for (int64_t m = 0; m < MC; ++m)
-                        for (int u = 0; u < U; ++u)
-                            for (int p = 0; p < PARTS; ++p) {
-                                const int8_t* xq = a.q[p] + (m0 + m) * KP + (s + u) * 64;
-                                acc[m][p][u] = _mm512_dpbusd_epi32(acc[m][p][u], w[u], _mm512_load_si512(xq));
-                            }
-                }
-                const int64_t at = (SCALE_ROWS > 1 ? n * SCALE_COLS : 0) + (SCALE_COLS > 1 ? g : 0);
-                const float s = SCALED ? scale[at] : 1.f;
-                const float off = HAS_ZERO ? (float)zero[at] : (float)OFFSET;
-                const __m512 sv = _mm512_set1_ps(s);
+    #pragma omp parallel
+    {
+        const ThreadRows rows;
+        for (int64_t r = 0; r < rows.count; ++r) {
+            const int64_t n = rows[r];
+            const uint8_t* row = codes + n * ROW_BYTES;
+            // Activation rows in chunks of MC: more accumulators than registers would spill; the weight
+            // row is read from memory once and from the cache for the further chunks.
+            for (int64_t m0 = 0; m0 < M_ROWS; m0 += MC) {
+                __m512 total[MC][PARTS];
+                float zterm[MC];
                 for (int64_t m = 0; m < MC; ++m) {
-                    for (int p = 0; p < PARTS; ++p) {
-                        __m512i sum = acc[m][p][0];
-                        if (U == 2) sum = _mm512_add_epi32(sum, acc[m][p][U - 1]);
-                        total[m][p] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), sv, total[m][p]);
-                    }
-                    zterm[m] += s * off * a.sum[(m0 + m) * NG + g];
+                    for (int p = 0; p < PARTS; ++p) total[m][p] = _mm512_setzero_ps();
+                    zterm[m] = 0.f;
                 }
-            }
-            for (int64_t m = 0; m < MC; ++m) {
-                float dot = 0.f;
-                for (int p = 0; p < PARTS; ++p) dot += a.scale[m0 + m][p] * _mm512_reduce_add_ps(total[m][p]);
-                const float v = (float)VALUE_SCALE * (dot - zterm[m]);
-                out[n * M_ROWS + m0 + m] = SCALED ? v : v * scale[SCALE_ROWS > 1 ? n * SCALE_COLS : 0];
+                for (int64_t g = 0; g < NG; ++g) {
+                    __m512i acc[MC][PARTS][U];
+                    for (int64_t m = 0; m < MC; ++m)
+                        for (int p = 0; p < PARTS; ++p)
+                            for (int u = 0; u < U; ++u) acc[m][p][u] = _mm512_setzero_si512();
+                    for (int64_t s = g * GROUP_STEPS; s < (g + 1) * GROUP_STEPS; s += U) {
+                        if (m0 == 0)
+                            for (int64_t b = 0; b < U * STEP_BYTES; b += 64) prefetch_codes(row + s * STEP_BYTES + b);
+                        __m512i w[U];
+                        if (PAIRED) {
+                            const __m512i low4 = _mm512_set1_epi8(0x0F);
+                            __m512i raw = _mm512_loadu_si512(row + s * 32);
+                            w[0] = _mm512_shuffle_epi8(lut, _mm512_and_si512(raw, low4));
+                            w[U - 1] = _mm512_shuffle_epi8(lut, _mm512_and_si512(_mm512_srli_epi16(raw, 4), low4));
+                        } else {
+                            for (int u = 0; u < U; ++u) w[u] = weight_bytes(row, s + u, lut);
+                        }
+                        for (int64_t m = 0; m < MC; ++m)
+                            for (int u = 0; u < U; ++u)
+                                for (int p = 0; p < PARTS; ++p) {
+                                    const int8_t* xq = a.q[p] + (m0 + m) * KP + (s + u) * 64;
+                                    acc[m][p][u] = _mm512_dpbusd_epi32(acc[m][p][u], w[u], _mm512_load_si512(xq));
+                                }
+                    }
+                    const int64_t at = (SCALE_ROWS > 1 ? n * SCALE_COLS : 0) + (SCALE_COLS > 1 ? g : 0);
+                    const float s = SCALED ? scale[at] : 1.f;
+                    const float off = HAS_ZERO ? (float)zero[at] : (float)OFFSET;
+                    const __m512 sv = _mm512_set1_ps(s);
+                    for (int64_t m = 0; m < MC; ++m) {
+                        for (int p = 0; p < PARTS; ++p) {
+                            __m512i sum = acc[m][p][0];
+                            if (U == 2) sum = _mm512_add_epi32(sum, acc[m][p][U - 1]);
+                            total[m][p] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), sv, total[m][p]);
+                        }
+                        zterm[m] += s * off * a.sum[(m0 + m) * NG + g];
+                    }
+                }
+                for (int64_t m = 0; m < MC; ++m) {
+                    float dot = 0.f;
+                    for (int p = 0; p < PARTS; ++p) dot += a.scale[m0 + m][p] * _mm512_reduce_add_ps(total[m][p]);
+                    const float v = (float)VALUE_SCALE * (dot - zterm[m]);
+                    out[n * M_ROWS + m0 + m] = SCALED ? v : v * scale[SCALE_ROWS > 1 ? n * SCALE_COLS : 0];
+                }
             }
         }
     }

@@ -20,10 +20,6 @@ constexpr int64_t STEPS = (J + CPS - 1) / CPS;
 constexpr int64_t ROW_BYTES = NIBBLES ? (J + 1) / 2 : J;
 constexpr int NT = C <= 64 ? 1 : C <= 128 ? 2 : 4;     // 64-byte table vectors per centroid element
 constexpr int A = D % 2 == 0 ? 2 : 1;                  // accumulators per part (latency)
-// Codes are prefetched this far ahead of the step that reads them (one line per 64-byte step):
-// a step costs ~25 vector ops, so the hardware prefetcher alone let the loads stall the lookups
-// (2 KB measured best of 1, 2, 4 and 8 KB; 1.3x on 4096x4096 at 2 bits/weight, design.md).
-constexpr int64_t PREFETCH_BYTES = 2048;
 constexpr int64_t MC = M_ROWS % 2 == 0 ? 2 : 1;        // activation rows per pass over a weight row
 static_assert(KP == STEPS * CPS * D, "activations are padded to whole steps");
 static_assert(STEPS * VECS * D / A < 16000, "int32 accumulators could overflow");
@@ -109,57 +105,61 @@ extern "C" void kernel(const float* x, const uint8_t* codes, const float* codebo
     const Scratch& a = *scratch;
     build_tables(codebook, *scratch);
     quantize_activations(x, *scratch);
-    #pragma omp parallel for schedule(static)
-    for (int64_t n = 0; n < N_OUT; ++n) {
-        const int64_t g = n / GROUP_ROWS;
-        const uint8_t* row = codes + n * ROW_BYTES;
-        if (!a.on_grid[g]) {
-            float sums[M_ROWS];
-            float_row(x, row, codebook + g * C * D, sums);
-            for (int64_t m = 0; m < M_ROWS; ++m) out[n * M_ROWS + m] = sums[m];
-            continue;
-        }
-        __m512i t[D][NT];
-        for (int64_t e = 0; e < D; ++e)
-            for (int i = 0; i < NT; ++i) t[e][i] = _mm512_load_si512(a.table[g][e] + i * 64);
-        for (int64_t m0 = 0; m0 < M_ROWS; m0 += MC) {
-            __m512i acc[MC][PARTS][A];
-            for (int64_t m = 0; m < MC; ++m)
-                for (int p = 0; p < PARTS; ++p)
-                    for (int u = 0; u < A; ++u) acc[m][p][u] = _mm512_setzero_si512();
-            for (int64_t s = 0; s < STEPS; ++s) {
-                const int64_t left = ROW_BYTES - s * 64;  // the last row ends the buffer: no read past it
-                if (m0 == 0) _mm_prefetch((const char*)(row + s * 64 + PREFETCH_BYTES), _MM_HINT_T0);
-                const __m512i raw = left >= 64 ? _mm512_loadu_si512(row + s * 64)
-                                               : _mm512_maskz_loadu_epi8((__mmask64)((1ull << left) - 1), row + s * 64);
-                __m512i idx[VECS];
-                if (NIBBLES) {
-                    const __m512i low4 = _mm512_set1_epi8(0x0F);
-                    idx[0] = _mm512_and_si512(raw, low4);
-                    idx[VECS - 1] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), low4);
-                } else {
-                    idx[0] = raw;
-                }
-                for (int64_t v = 0; v < VECS; ++v) {
-                    const __mmask64 high = NT == 4 ? _mm512_movepi8_mask(idx[v]) : 0;
-                    for (int64_t e = 0; e < D; ++e) {
-                        const __m512i w = lookup(t[e], idx[v], high);
-                        for (int64_t m = 0; m < MC; ++m)
-                            for (int p = 0; p < PARTS; ++p) {
-                                const int8_t* xq = a.q[p] + (m0 + m) * KP + ((s * VECS + v) * D + e) * 64;
-                                acc[m][p][e % A] = _mm512_dpbusd_epi32(acc[m][p][e % A], w, _mm512_load_si512(xq));
-                            }
+    #pragma omp parallel
+    {
+        const ThreadRows rows;
+        for (int64_t r = 0; r < rows.count; ++r) {
+            const int64_t n = rows[r];
+            const int64_t g = n / GROUP_ROWS;
+            const uint8_t* row = codes + n * ROW_BYTES;
+            if (!a.on_grid[g]) {
+                float sums[M_ROWS];
+                float_row(x, row, codebook + g * C * D, sums);
+                for (int64_t m = 0; m < M_ROWS; ++m) out[n * M_ROWS + m] = sums[m];
+                continue;
+            }
+            __m512i t[D][NT];
+            for (int64_t e = 0; e < D; ++e)
+                for (int i = 0; i < NT; ++i) t[e][i] = _mm512_load_si512(a.table[g][e] + i * 64);
+            for (int64_t m0 = 0; m0 < M_ROWS; m0 += MC) {
+                __m512i acc[MC][PARTS][A];
+                for (int64_t m = 0; m < MC; ++m)
+                    for (int p = 0; p < PARTS; ++p)
+                        for (int u = 0; u < A; ++u) acc[m][p][u] = _mm512_setzero_si512();
+                for (int64_t s = 0; s < STEPS; ++s) {
+                    const int64_t left = ROW_BYTES - s * 64;  // the last row ends the buffer: no read past it
+                    if (m0 == 0) prefetch_codes(row + s * 64);  // one line per 64-byte step
+                    const __m512i raw = left >= 64 ? _mm512_loadu_si512(row + s * 64)
+                                                   : _mm512_maskz_loadu_epi8((__mmask64)((1ull << left) - 1), row + s * 64);
+                    __m512i idx[VECS];
+                    if (NIBBLES) {
+                        const __m512i low4 = _mm512_set1_epi8(0x0F);
+                        idx[0] = _mm512_and_si512(raw, low4);
+                        idx[VECS - 1] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), low4);
+                    } else {
+                        idx[0] = raw;
+                    }
+                    for (int64_t v = 0; v < VECS; ++v) {
+                        const __mmask64 high = NT == 4 ? _mm512_movepi8_mask(idx[v]) : 0;
+                        for (int64_t e = 0; e < D; ++e) {
+                            const __m512i w = lookup(t[e], idx[v], high);
+                            for (int64_t m = 0; m < MC; ++m)
+                                for (int p = 0; p < PARTS; ++p) {
+                                    const int8_t* xq = a.q[p] + (m0 + m) * KP + ((s * VECS + v) * D + e) * 64;
+                                    acc[m][p][e % A] = _mm512_dpbusd_epi32(acc[m][p][e % A], w, _mm512_load_si512(xq));
+                                }
+                        }
                     }
                 }
-            }
-            for (int64_t m = 0; m < MC; ++m) {
-                float dot = 0.f;
-                for (int p = 0; p < PARTS; ++p) {
-                    __m512 lanes = _mm512_cvtepi32_ps(acc[m][p][0]);
-                    if (A == 2) lanes = _mm512_add_ps(lanes, _mm512_cvtepi32_ps(acc[m][p][A - 1]));
-                    dot += a.scale[m0 + m][p] * _mm512_reduce_add_ps(lanes);
+                for (int64_t m = 0; m < MC; ++m) {
+                    float dot = 0.f;
+                    for (int p = 0; p < PARTS; ++p) {
+                        __m512 lanes = _mm512_cvtepi32_ps(acc[m][p][0]);
+                        if (A == 2) lanes = _mm512_add_ps(lanes, _mm512_cvtepi32_ps(acc[m][p][A - 1]));
+                        dot += a.scale[m0 + m][p] * _mm512_reduce_add_ps(lanes);
+                    }
+                    out[n * M_ROWS + m0 + m] = a.book_scale[g] * (dot - 128.f * a.sum[m0 + m]);
                 }
-                out[n * M_ROWS + m0 + m] = a.book_scale[g] * (dot - 128.f * a.sum[m0 + m]);
             }
         }
     }
