@@ -57,6 +57,7 @@ def test_decode_kernel_reads_only_the_compressed_weight(int8):
     assert "extern_kernels" not in code.split("def call")[1], "no GEMM/extern call on the decode path"
     assert "const uint8_t* in_ptr" in code and "Vectorized<uint8_t>::loadu" in code, "vector loads of the offsets"
     assert not re.search(r"tmpbuf\[\w+\] = in_ptr", code), "values and offsets load as contiguous vectors, not gathers"
+    assert "bit_cast" not in code, "no bitcasts (Inductor copies them lane by lane through memory)"
     sizes = [int(a) * int(b) for a, b in re.findall(r"empty_strided_cpu\(\((\d+), (\d+)\)", code)]
     sizes += [int(a) * int(b) * int(c) for a, b, c in re.findall(r"empty_strided_cpu\(\((\d+), (\d+), (\d+)\)", code)]
     assert sizes and all(s < out * k for s in sizes), "no buffer as large as a dense weight"
