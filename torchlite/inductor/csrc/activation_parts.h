@@ -57,8 +57,8 @@ static inline float quantized_sum(int8_t (*parts)[KP], const float* scale, int64
 }
 
 // Weight rows in memory order are one stream per thread; this thread's share of N_OUT rows read as two
-// streams, its first and second halves alternating, kept ~5 % more bytes in flight (int4, int8, VQ:
-// 1.03-1.10x in paired harness runs, 2026-11-30). Call inside `#pragma omp parallel`.
+// streams, its first and second halves alternating, ran 2-10 % faster (int8, int4, VQ; nothing for
+// log 4-bit; harness runs, 2026-11-30). Call inside `#pragma omp parallel`.
 struct ThreadRows {
     int64_t first, count, half;
     ThreadRows() {
