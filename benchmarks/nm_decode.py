@@ -15,7 +15,7 @@ import torch
 
 import torchlite
 from common import compile_lite, header, markdown, write_section
-from linear_decode import Layers, layer_stacks
+from linear_decode import Layers, layer_stacks, replicated
 from torchlite.eval.lm import weight_bytes
 from torchlite.sparse import nm_mask, pack_nm
 
@@ -59,32 +59,37 @@ def interleaved_medians(fns: dict, x, iters: int) -> dict:
 
 def sparse_vs_dense(model: Layers, iters: int) -> list[list[str]]:
     """2:4 sparse against dense of the same value dtype, x = [1, k], timed interleaved. The dense
-    layers hold the 2:4-pruned weights too (speed does not depend on the values)."""
+    layers hold the 2:4-pruned weights too (speed does not depend on the values). Every stack repeats
+    its layers as distinct copies until it reads as many bytes per call as the fp32 one
+    (`linear_decode.replicated`), so that no path's weights fit the caches where the fp32 ones do not."""
     pruned = Layers(len(model.layers), *model.layers[0].weight.shape).eval().requires_grad_(False)
     pruned.load_state_dict({name: w * nm_mask(w.abs(), 2, 4) for name, w in model.state_dict().items()})
-    paths = {}  # name: (callable, weight bytes, name of the dense path it is compared with)
+    fp32 = weight_bytes(pruned)
+    paths = {}  # name: (callable, weight bytes per call, layers per call, name of the dense path it is compared with)
     torch._dynamo.reset()
-    paths["dense fp32 (Inductor)"] = torch.compile(pruned), weight_bytes(pruned), None
+    paths["dense fp32 (Inductor)"] = torch.compile(pruned), fp32, len(pruned.layers), None
     torch._dynamo.reset()
-    paths["lite dense fp32 (no recipe)"] = compile_lite(pruned), weight_bytes(pruned), None
-    sparse = NMLayers(pruned, 2, 4, int8=False)
-    torch._dynamo.reset()
-    paths["lite 2:4 fp32"] = torch.compile(sparse), weight_bytes(sparse), "lite dense fp32 (no recipe)"
-    torch._dynamo.reset()
-    int8 = torch.compile(pruned, backend="lite", options={"recipe": "int8"})
-    paths["lite int8 (dense)"] = int8, weight_bytes(torchlite.compress(pruned, "int8")), None
-    sparse8 = NMLayers(pruned, 2, 4, int8=True)
-    torch._dynamo.reset()
-    paths["lite 2:4 int8"] = torch.compile(sparse8), weight_bytes(sparse8), "lite int8 (dense)"
-    k, count = model.layers[0].in_features, len(model.layers)
+    paths["lite dense fp32 (no recipe)"] = compile_lite(pruned), fp32, len(pruned.layers), None
+    for int8, dense in ((False, "lite dense fp32 (no recipe)"), (True, "lite int8 (dense)")):
+        if int8:
+            small = torchlite.compress(pruned, "int8")
+            stack, nbytes = replicated(small, fp32, weight_bytes(small))
+            torch._dynamo.reset()
+            paths[dense] = compile_lite(stack), nbytes, len(stack.layers), None
+        one = weight_bytes(NMLayers(pruned, 2, 4, int8=int8))
+        stack, nbytes = replicated(pruned, fp32, one)
+        sparse = NMLayers(stack, 2, 4, int8=int8)
+        torch._dynamo.reset()
+        paths[f"lite 2:4 {'int8' if int8 else 'fp32'}"] = torch.compile(sparse), weight_bytes(sparse), sparse.count, dense
+    k = model.layers[0].in_features
     with torch.no_grad():
         seconds = interleaved_medians({name: p[0] for name, p in paths.items()}, torch.randn(1, k), iters)
+    per_layer = {name: seconds[name] / paths[name][2] for name in paths}
     rows = []
-    for name, (_, nbytes, dense) in paths.items():
-        per_layer = seconds[name] / count
-        ratio = f"{seconds[dense] / seconds[name]:.2f}x" if dense else ""
-        rows.append([name, f"{per_layer * 1e3:.3f}", f"{nbytes / count / per_layer / 1e9:.1f}", ratio])
-        print(f"[{model.layers[0].out_features}x{k}, 2:4] {name}: {per_layer * 1e3:.3f} ms {ratio}", flush=True)
+    for name, (_, nbytes, layers, dense) in paths.items():
+        ratio = f"{per_layer[dense] / per_layer[name]:.2f}x" if dense else ""
+        rows.append([name, str(layers), f"{per_layer[name] * 1e3:.3f}", f"{nbytes / layers / per_layer[name] / 1e9:.1f}", ratio])
+        print(f"[{model.layers[0].out_features}x{k}, 2:4] {name} ({layers} layers): {per_layer[name] * 1e3:.3f} ms {ratio}", flush=True)
     return rows
 
 
@@ -96,15 +101,17 @@ def main() -> None:
     torch.manual_seed(0)
     sections = [header("2:4 sparse vs dense, decode-shaped layers"), (
         f"Per shape, as many distinct layers as make {args.fp32_bytes:g} GiB of fp32 weights, each fed by the previous "
-        f"one's output, x = [1, K]; median of {args.iters} calls, the paths called in turn. Dense layers hold the same "
-        "2:4-pruned weights. GB/s = bytes stored per layer (values + position bytes + scales) per second. Target "
+        "one's output, x = [1, K]; every other path repeats its layers as distinct copies until it reads as many bytes "
+        f"per call as the fp32 stack; median of {args.iters} calls, the paths called in turn. Dense layers hold the same "
+        "2:4-pruned weights; int8 dense is `torchlite.compress(..., 'int8')` compiled with backend 'lite'. GB/s = "
+        "bytes stored per layer (values + position bytes + scales) per second. Target "
         "(issue 4): sparse / dense ≥ 1.3x for the same value dtype, dense fp32 being torchlite's own float "
         "reduction (`lite dense fp32`); Inductor's fp32 linear (MKL) is shown for reference.\n"
     )]
-    for n, k, count, model in layer_stacks(args.fp32_bytes):
+    for n, k, _, model in layer_stacks(args.fp32_bytes):
         sections.append(
-            f"### W=[{n},{k}] x {count} layers, x=[1,{k}]\n\n"
-            + markdown(["path", "ms/layer", "GB/s", "sparse / dense speed"], sparse_vs_dense(model, args.iters))
+            f"### W=[{n},{k}], x=[1,{k}]\n\n"
+            + markdown(["path", "layers", "ms/layer", "GB/s", "sparse / dense speed"], sparse_vs_dense(model, args.iters))
         )
     write_section("nm_decode", "\n".join(sections))
 

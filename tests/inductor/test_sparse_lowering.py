@@ -8,6 +8,7 @@ from torch._inductor.utils import run_and_get_code
 
 import torchlite  # noqa: F401  (registers ops and lowerings)
 from torchlite import TorchliteError
+from torchlite.inductor.vnni import cpu_has_vnni
 from torchlite.sparse import nm_mask, pack_nm, unpack_nm
 
 CASES = [
@@ -20,6 +21,8 @@ CASES = [
     (2, 8, 512, True, False, torch.float32, (1,)),
     (4, 8, 512, False, False, torch.float32, (7,)),
     (4, 8, 512, True, True, torch.bfloat16, (1,)),
+    (2, 4, 576, True, False, torch.float32, (1,)),  # 144 groups: the VNNI kernel's half-step tail
+    (2, 4, 256, True, False, torch.float32, (3,)),
     (2, 4, 256, True, True, torch.float32, (2, 20)),  # prefill-shaped: dense temporary + GEMM
     (2, 4, 256, False, False, torch.bfloat16, (40,)),
 ]
@@ -53,6 +56,10 @@ def test_decode_kernel_reads_only_the_compressed_weight(int8):
     out, k = 256, 512
     p = _packed(2, 4, k, int8, out)
     _, (code,) = run_and_get_code(torch.compile(_fn(p, None)), torch.randn(1, k))
+    if int8 and cpu_has_vnni():
+        assert "cpp_torchlite_nm_vnni" in code, "2:4 int8 decode calls with float32 activations run the VNNI kernel"
+        assert "torch.ops.torchlite" not in code and "extern_kernels" not in code.split("def call")[1]
+        return
     assert "torchlite" not in code.replace("cpp_fused_nm_linear", ""), "the op must be lowered, not a fallback"
     assert "extern_kernels" not in code.split("def call")[1], "no GEMM/extern call on the decode path"
     assert "const uint8_t* in_ptr" in code and "Vectorized<uint8_t>::loadu" in code, "vector loads of the offsets"

@@ -1,0 +1,98 @@
+// Decode-shaped 2:4 sparse linear over int8 values (torchlite.sparse.nm storage) with AVX512-VNNI,
+// without the row scale (the caller's epilogue applies it).
+// torchlite/inductor/sparse.py prepends activation_parts.h and the #defines: M_ROWS, N_OUT, K_IN, KP,
+// GROUPS (K_IN / 4, a multiple of 16), PARTS, STATIC_X_SCALE.
+//
+// Per weight row: int8 values in blocks of 16 groups, slot-major (16 slot-0 values, then 16 slot-1),
+// and one code byte per group: slot 0 takes input 0 of its group if bit 7, else 1 if bit 6, else 2;
+// slot 1 takes input 3 if bit 5, else 2 if bit 6, else 1. A step is 32 groups, whose 64 value bytes
+// are [slot 0 of groups 0-15 | slot 1 of 0-15 | slot 0 of 16-31 | slot 1 of 16-31]. The activations
+// are quantized into PARTS int8 parts (activation_parts.h) and laid out per step in that order as three
+// candidate vectors, NEAR (input 0 | input 3), MID (1 | 2) and FAR (2 | 1), plus 128 (vpdpbusd takes
+// them unsigned): two masked byte blends driven by the code bits pick each value's activation, and
+// vpdpbusd multiplies 64 pairs. Σ (q + 128)·v = Σ q·v + 128·Σ v, with Σ v from one more vpdpbusd
+// against ones; out[n, m] = Σ_p s_p·(Σ u·v − 128·Σ v).
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma")
+
+constexpr int64_t STEPS = (GROUPS + 31) / 32;
+static_assert(GROUPS % 16 == 0 && GROUPS * 4 == K_IN, "2:4 storage in whole blocks of 16 groups");
+static_assert(KP >= STEPS * 128, "activations are padded to whole steps");
+static_assert(K_IN <= 65536, "int32 accumulators could overflow");
+
+// Per-call scratch (heap, so concurrent calls of one kernel do not share it).
+struct Scratch {
+    alignas(64) uint8_t candidates[PARTS][M_ROWS][STEPS][3][64];  // NEAR, MID, FAR per step
+    alignas(64) int8_t natural[PARTS][KP];                        // one row's parts in input order
+    alignas(64) float rest[KP];
+    float scale[M_ROWS][PARTS];
+};
+
+static void lay_out_activations(const float* x, Scratch& a) {
+    // input of each candidate for slot 0 and slot 1 of a group
+    constexpr int INPUT[3][2] = {{0, 3}, {1, 2}, {2, 1}};
+    for (int64_t m = 0; m < M_ROWS; ++m) {
+        quantize_parts(x + m * K_IN, nullptr, a.rest, a.natural, a.scale[m]);
+        for (int p = 0; p < PARTS; ++p)
+            for (int64_t s = 0; s < STEPS; ++s)
+                for (int c = 0; c < 3; ++c)
+                    for (int i = 0; i < 64; ++i) {
+                        const int lane = i / 16, slot = lane % 2;
+                        const int64_t g = s * 32 + (lane / 2) * 16 + i % 16;
+                        const int q = g < GROUPS ? a.natural[p][4 * g + INPUT[c][slot]] : 0;
+                        a.candidates[p][m][s][c][i] = (uint8_t)(q + 128);
+                    }
+    }
+}
+
+extern "C" void kernel(const float* x, const int8_t* values, const uint8_t* codes, float* out) {
+    std::unique_ptr<Scratch> scratch(new Scratch);
+    const Scratch& a = *scratch;
+    lay_out_activations(x, *scratch);
+    // outer bit per byte: bit 7 for slot-0 lanes, bit 5 for slot-1 lanes; bit 6 decides the inner blend
+    const __m512i outer_bit = _mm512_set_epi64(0x2020202020202020, 0x2020202020202020, 0x8080808080808080,
+                                               0x8080808080808080, 0x2020202020202020, 0x2020202020202020,
+                                               0x8080808080808080, 0x8080808080808080);
+    const __m512i middle_bit = _mm512_set1_epi8(0x40), ones = _mm512_set1_epi8(1);
+    #pragma omp parallel
+    {
+        const ThreadRows rows;
+        for (int64_t r = 0; r < rows.count; ++r) {
+            const int64_t n = rows[r];
+            const int8_t* row = values + n * 2 * GROUPS;
+            const uint8_t* code_row = codes + n * GROUPS;
+            int32_t value_sum = 0;
+            for (int64_t m = 0; m < M_ROWS; ++m) {
+                __m512i acc[PARTS], vsum = _mm512_setzero_si512();
+                for (int p = 0; p < PARTS; ++p) acc[p] = _mm512_setzero_si512();
+                for (int64_t s = 0; s < STEPS; ++s) {
+                    const bool whole = s * 32 + 32 <= GROUPS;  // the last step may hold one block only
+                    if (m == 0) {
+                        prefetch_codes((const uint8_t*)row + s * 64);
+                        prefetch_codes(code_row + s * 32);
+                    }
+                    const __m512i v = whole ? _mm512_loadu_si512(row + s * 64)
+                                            : _mm512_maskz_loadu_epi8((__mmask64)0xFFFFFFFF, row + s * 64);
+                    const __m256i c256 = whole ? _mm256_loadu_si256((const __m256i*)(code_row + s * 32))
+                                               : _mm256_maskz_loadu_epi8((__mmask32)0xFFFF, code_row + s * 32);
+                    // [codes 0-15 | codes 0-15 | codes 16-31 | codes 16-31], as the values
+                    const __m512i c512 = _mm512_castsi256_si512(c256);
+                    const __m512i c = _mm512_shuffle_i64x2(c512, c512, _MM_SHUFFLE(1, 1, 0, 0));
+                    const __mmask64 outer = _mm512_test_epi8_mask(c, outer_bit);
+                    const __mmask64 middle = _mm512_test_epi8_mask(c, middle_bit);
+                    if (m == 0) vsum = _mm512_dpbusd_epi32(vsum, ones, v);
+                    for (int p = 0; p < PARTS; ++p) {
+                        const uint8_t* cand = a.candidates[p][m][s][0];
+                        const __m512i inner = _mm512_mask_blend_epi8(middle, _mm512_load_si512(cand + 128), _mm512_load_si512(cand + 64));
+                        const __m512i u = _mm512_mask_blend_epi8(outer, inner, _mm512_load_si512(cand));
+                        acc[p] = _mm512_dpbusd_epi32(acc[p], u, v);
+                    }
+                }
+                if (m == 0) value_sum = _mm512_reduce_add_epi32(vsum);
+                float dot = 0.f;
+                for (int p = 0; p < PARTS; ++p)
+                    dot += a.scale[m][p] * (float)(_mm512_reduce_add_epi32(acc[p]) - 128 * value_sum);
+                out[n * M_ROWS + m] = dot;
+            }
+        }
+    }
+}
