@@ -60,9 +60,9 @@ def test_storage_is_small():
     w = torch.randn(64, 256)
     w = w * nm_mask(w.abs(), 2, 4)
     fp32, int8 = pack_nm(w, 2, 4), pack_nm(w, 2, 4, int8=True)
-    assert fp32.indices.dtype == torch.uint8 and fp32.indices.shape == (64, 64)  # one byte per group of 4
-    assert fp32.nbytes == 64 * (128 * 4 + 64)
-    assert int8.nbytes == 64 * (128 + 64 + 4)
+    assert fp32.indices.dtype == torch.uint8 and fp32.indices.shape == (64, 32)  # a nibble per group of 4
+    assert fp32.nbytes == 64 * (128 * 4 + 32)
+    assert int8.nbytes == 64 * (128 + 32 + 4)
     assert pack_nm(torch.zeros(4, 32), 4, 8).indices.shape == (4, 8)  # 4:8: 3-bit offsets, two bytes per group
 
 

@@ -22,7 +22,7 @@ from torch._inductor.virtualized import V, ops
 from torch.utils._sympy.functions import FloorDiv, ModularIndexing
 
 from ..ops import sparse as _ops  # noqa: F401  (the op must exist before we register its lowering)
-from ..sparse.nm import group_block, index_layout, offset_bits
+from ..sparse.nm import group_block, index_columns, index_layout, offset_bits
 from . import vnni
 from .cpp_kernel import call, source, static_int, takes_decode_call
 from .quant import FUSED_MAX_ROWS, matrix_rows
@@ -53,7 +53,12 @@ class _NMWeight:
         return ops.to_dtype(self.v([o, self._column(j, self.n, g)]), f32)
 
     def code(self, o, j, g):
-        """The index byte holding slot j's position, as int32."""
+        """The index byte holding slot j's position, as int32 (2:4: shifted so that the group's code
+        is its low nibble; the other group's bits above it are never read)."""
+        if self.pair_code:  # sparse.nm.pair_code_column, in Inductor's index functions
+            column, nibble = FloorDiv(g, 32) * 16 + ModularIndexing(g, 1, 16), ModularIndexing(g, 16, 2)
+            byte = ops.to_dtype(self.idx([o, column]), i32)
+            return ops.bitwise_right_shift(byte, ops.index_expr(4 * nibble, i32))
         return ops.to_dtype(self.idx([o, self._column(j // self.per_byte, self.planes, g)]), i32)
 
     def _low_bit(self, j):
@@ -70,8 +75,8 @@ class _NMWeight:
         code = self.code(o, j, g)
         if self.pair_code:  # 2:4: slot 0 from x0, x1, x2 and slot 1 from x1, x2, x3 with three masks
             near, middle, far = (0, 1, 2) if j == 0 else (2, 1, 0)
-            inner = ops.where(self.mask(code, 6), candidates[middle], candidates[far])
-            return ops.where(self.mask(code, 7 if j == 0 else 5), candidates[near], inner)
+            inner = ops.where(self.mask(code, 2), candidates[middle], candidates[far])
+            return ops.where(self.mask(code, 3 if j == 0 else 1), candidates[near], inner)
         level = candidates + [candidates[-1]] * ((1 << self.bits) - len(candidates))
         for b in range(self.bits):
             mask = self.mask(code, self._low_bit(j) + b)
@@ -85,12 +90,12 @@ class _NMWeight:
         """Slot j's position in group g, int32."""
         code = self.code(o, j, g)
         one = ops.constant(1, i32)
-        if self.pair_code:  # p0 = (1 - bit7) (2 - bit6), p1 = 3 - (1 - bit5) (2 - bit6)
-            bit = {b: ops.bitwise_and(ops.bitwise_right_shift(code, ops.constant(b, i32)), one) for b in (5, 6, 7)}
-            spread = ops.sub(ops.constant(2, i32), bit[6])
+        if self.pair_code:  # p0 = (1 - bit3) (2 - bit2), p1 = 3 - (1 - bit1) (2 - bit2)
+            bit = {b: ops.bitwise_and(ops.bitwise_right_shift(code, ops.constant(b, i32)), one) for b in (1, 2, 3)}
+            spread = ops.sub(ops.constant(2, i32), bit[2])
             if j == 0:
-                return ops.mul(ops.sub(one, bit[7]), spread)
-            return ops.sub(ops.constant(3, i32), ops.mul(ops.sub(one, bit[5]), spread))
+                return ops.mul(ops.sub(one, bit[3]), spread)
+            return ops.sub(ops.constant(3, i32), ops.mul(ops.sub(one, bit[1]), spread))
         offset = ops.bitwise_and(
             ops.bitwise_right_shift(code, ops.constant(self._low_bit(j), i32)), ops.constant((1 << self.bits) - 1, i32)
         )
@@ -119,7 +124,8 @@ def _vnni_sums(x2, m_rows, values, indices, n: int, m: int, in_features: int):
         return None
     defines = {
         "M_ROWS": int(m_rows), "N_OUT": int(n_out), "K_IN": in_features, "KP": -(-groups // 32) * 128,
-        "GROUPS": groups, "PARTS": vnni.weight_only_parts(narrow_codes=False), "STATIC_X_SCALE": 0,
+        "GROUPS": groups, "CODE_BYTES": index_columns(n, m, groups), "PARTS": vnni.weight_only_parts(narrow_codes=False),
+        "STATIC_X_SCALE": 0,
     }
     src = source("activation_parts.h") + source("nm_vnni.cpp")
     return call([x2, values, indices], [n_out, m_rows], src, defines, ["const float*", "const int8_t*", "const uint8_t*", "float*"], "nm_vnni")

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import TorchliteError
-from ..sparse.nm import NMWeight, check_nm, index_layout, positions_of, unpack_nm
+from ..sparse.nm import NMWeight, check_nm, index_columns, positions_of, unpack_nm
 from .quant import check_x
 
 
@@ -25,10 +25,10 @@ def check_nm_storage(values, indices, scale, bias, n: int, m: int, in_features: 
             f"in_features={in_features}: storage and metadata disagree"
         )
     out = values.shape[0]
-    planes = index_layout(n, m)[1]
-    if indices.dtype != torch.uint8 or tuple(indices.shape) != (out, planes * groups):
+    columns = index_columns(n, m, groups)
+    if indices.dtype != torch.uint8 or tuple(indices.shape) != (out, columns):
         raise TorchliteError(
-            f"N:M indices are {indices.dtype} {tuple(indices.shape)}, expected uint8 ({out}, {planes * groups})"
+            f"N:M indices are {indices.dtype} {tuple(indices.shape)}, expected uint8 ({out}, {columns})"
         )
     if values.dtype == torch.int8:
         if scale is None or scale.dtype != torch.float32 or tuple(scale.shape) != (out, 1):

@@ -15,10 +15,12 @@ one slot is a contiguous load, and a row is read as one sequential stream.
   slot j's offset in bits [8 - b * (s + 1), 8 - b * s), s = j % per_byte. At 4:8 that is two bytes
   per group. A kernel turns a bit into a lane mask with two shifts, bit 7 (after sign extension)
   with one.
-  2:4 has its own one-byte code with one bit fewer, which lets its kernel decide both slots with
-  three masks instead of four: bit 7 = (p0 == 0), bit 6 = (p0, p1) in {(0,2), (1,2), (1,3)},
-  bit 5 = (p1 == 3); then p0 = 0 if bit 7 else 1 if bit 6 else 2, p1 = 3 if bit 5 else 2 if bit 6
-  else 1.
+  2:4 has its own 4-bit code with one bit fewer than two offsets, which lets its kernels decide both
+  slots with three masks instead of four: bit 3 = (p0 == 0), bit 2 = (p0, p1) in {(0,2), (1,2),
+  (1,3)}, bit 1 = (p1 == 3); then p0 = 0 if bit 3 else 1 if bit 2 else 2, p1 = 3 if bit 1 else 2 if
+  bit 2 else 1. Two codes share a byte: per chunk of 32 groups, byte i holds group i in its low
+  nibble and group 16 + i in its high one (`pair_code_column`), [out, `index_columns`] in all: 1/8
+  byte per weight, so 2:4 int8 stores 0.625 bytes per weight.
 A group with fewer than n nonzeros keeps zeros as values at distinct positions, so the dense
 weight is exactly W[o, g * m + j + o_j] = value of slot j of group g.
 """
@@ -66,6 +68,18 @@ def from_storage(t: torch.Tensor, groups: int) -> torch.Tensor:
     out, b = t.shape[0], group_block(groups)
     s = t.shape[1] // groups
     return t.reshape(out, groups // b, s, b).permute(0, 1, 3, 2).reshape(out, groups, s)
+
+
+def pair_code_column(g):
+    """(byte column, nibble 0 or 1) of group g's 2:4 code (g an int or an int64 tensor)."""
+    return (g // 32) * 16 + g % 16, (g // 16) % 2
+
+
+def index_columns(n: int, m: int, groups: int) -> int:
+    """Bytes of `indices` per row."""
+    if (n, m) == (2, 4):
+        return (groups // 32) * 16 + min(groups % 32, 16)
+    return index_layout(n, m)[1] * groups
 
 
 def index_layout(n: int, m: int) -> tuple[int, int]:
@@ -147,8 +161,10 @@ def _pack_positions(positions: torch.Tensor, m: int) -> torch.Tensor:
     if (n, m) == (2, 4):
         p0, p1 = positions[..., 0], positions[..., 1]
         middle = (p0 == 1) | ((p0 == 0) & (p1 == 2))
-        code = ((p0 == 0).to(torch.int64) << 7) | (middle.to(torch.int64) << 6) | ((p1 == 3).to(torch.int64) << 5)
-        return to_storage(code.unsqueeze(-1).to(torch.uint8))
+        code = ((p0 == 0).to(torch.int64) << 3) | (middle.to(torch.int64) << 2) | ((p1 == 3).to(torch.int64) << 1)
+        chunks = torch.nn.functional.pad(code, (0, -g % 32)).reshape(out, -1, 2, 16)
+        packed = (chunks[:, :, 0] | (chunks[:, :, 1] << 4)).reshape(out, -1)
+        return packed[:, : index_columns(n, m, g)].to(torch.uint8).contiguous()
     per_byte, planes = index_layout(n, m)
     bits, device = offset_bits(n, m), positions.device
     offsets = positions - torch.arange(n, device=device)
@@ -161,10 +177,12 @@ def positions_of(nmw: NMWeight) -> torch.Tensor:
     """The kept positions, int64 [out, G, n]."""
     per_byte, planes = index_layout(nmw.n, nmw.m)
     out, g = nmw.out_features, nmw.in_features // nmw.m
-    packed = from_storage(nmw.indices, g).to(torch.int64)  # [out, G, planes]
     if (nmw.n, nmw.m) == (2, 4):
-        first, middle, last = ((packed[..., 0] >> b) & 1 for b in (7, 6, 5))
+        column, nibble = pair_code_column(torch.arange(g, device=nmw.indices.device))
+        code = (nmw.indices[:, column].to(torch.int64) >> (4 * nibble)) & 15  # [out, G]
+        first, middle, last = ((code >> b) & 1 for b in (3, 2, 1))
         return torch.stack([(1 - first) * (2 - middle), 3 - (1 - last) * (2 - middle)], dim=-1)
+    packed = from_storage(nmw.indices, g).to(torch.int64)  # [out, G, planes]
     bits, device = offset_bits(nmw.n, nmw.m), packed.device
     shifts = 8 - bits * (torch.arange(per_byte, device=device) + 1)
     offsets = (packed.unsqueeze(-1) >> shifts) & ((1 << bits) - 1)  # [out, G, planes, per_byte]

@@ -1,12 +1,14 @@
 // Decode-shaped 2:4 sparse linear over int8 values (torchlite.sparse.nm storage) with AVX512-VNNI,
 // without the row scale (the caller's epilogue applies it).
 // torchlite/inductor/sparse.py prepends activation_parts.h and the #defines: M_ROWS, N_OUT, K_IN, KP,
-// GROUPS (K_IN / 4, a multiple of 16), PARTS, STATIC_X_SCALE.
+// GROUPS (K_IN / 4, a multiple of 16), CODE_BYTES (per row), PARTS, STATIC_X_SCALE.
 //
 // Per weight row: int8 values in blocks of 16 groups, slot-major (16 slot-0 values, then 16 slot-1),
-// and one code byte per group: slot 0 takes input 0 of its group if bit 7, else 1 if bit 6, else 2;
-// slot 1 takes input 3 if bit 5, else 2 if bit 6, else 1. A step is 32 groups, whose 64 value bytes
-// are [slot 0 of groups 0-15 | slot 1 of 0-15 | slot 0 of 16-31 | slot 1 of 16-31]. The activations
+// and a 4-bit code per group: slot 0 takes input 0 of its group if bit 3, else 1 if bit 2, else 2;
+// slot 1 takes input 3 if bit 1, else 2 if bit 2, else 1. A step is 32 groups, whose 64 value bytes
+// are [slot 0 of groups 0-15 | slot 1 of 0-15 | slot 0 of 16-31 | slot 1 of 16-31] and whose 16 code
+// bytes hold groups 0-15 in their low nibbles and 16-31 in their high ones (torchlite.sparse.nm):
+// broadcast to the four lanes, each lane tests its own bits. The activations
 // are quantized into PARTS int8 parts (activation_parts.h) and laid out per step in that order as three
 // candidate vectors, NEAR (input 0 | input 3), MID (1 | 2) and FAR (2 | 1), plus 128 (vpdpbusd takes
 // them unsigned): two masked byte blends driven by the code bits pick each value's activation, and
@@ -48,18 +50,22 @@ extern "C" void kernel(const float* x, const int8_t* values, const uint8_t* code
     std::unique_ptr<Scratch> scratch(new Scratch);
     const Scratch& a = *scratch;
     lay_out_activations(x, *scratch);
-    // outer bit per byte: bit 7 for slot-0 lanes, bit 5 for slot-1 lanes; bit 6 decides the inner blend
+    // per lane (slot 0 / 1 of groups 0-15, of groups 16-31): the outer bit (3 or 1 of the group's
+    // nibble) and the middle one (2)
     const __m512i outer_bit = _mm512_set_epi64(0x2020202020202020, 0x2020202020202020, 0x8080808080808080,
-                                               0x8080808080808080, 0x2020202020202020, 0x2020202020202020,
-                                               0x8080808080808080, 0x8080808080808080);
-    const __m512i middle_bit = _mm512_set1_epi8(0x40), ones = _mm512_set1_epi8(1);
+                                               0x8080808080808080, 0x0202020202020202, 0x0202020202020202,
+                                               0x0808080808080808, 0x0808080808080808);
+    const __m512i middle_bit = _mm512_set_epi64(0x4040404040404040, 0x4040404040404040, 0x4040404040404040,
+                                                0x4040404040404040, 0x0404040404040404, 0x0404040404040404,
+                                                0x0404040404040404, 0x0404040404040404);
+    const __m512i ones = _mm512_set1_epi8(1);
     #pragma omp parallel
     {
         const ThreadRows rows;
         for (int64_t r = 0; r < rows.count; ++r) {
             const int64_t n = rows[r];
             const int8_t* row = values + n * 2 * GROUPS;
-            const uint8_t* code_row = codes + n * GROUPS;
+            const uint8_t* code_row = codes + n * CODE_BYTES;
             int32_t value_sum = 0;
             for (int64_t m = 0; m < M_ROWS; ++m) {
                 __m512i acc[PARTS], vsum = _mm512_setzero_si512();
@@ -68,15 +74,11 @@ extern "C" void kernel(const float* x, const int8_t* values, const uint8_t* code
                     const bool whole = s * 32 + 32 <= GROUPS;  // the last step may hold one block only
                     if (m == 0) {
                         prefetch_codes((const uint8_t*)row + s * 64);
-                        prefetch_codes(code_row + s * 32);
+                        prefetch_codes(code_row + s * 16);
                     }
                     const __m512i v = whole ? _mm512_loadu_si512(row + s * 64)
                                             : _mm512_maskz_loadu_epi8((__mmask64)0xFFFFFFFF, row + s * 64);
-                    const __m256i c256 = whole ? _mm256_loadu_si256((const __m256i*)(code_row + s * 32))
-                                               : _mm256_maskz_loadu_epi8((__mmask32)0xFFFF, code_row + s * 32);
-                    // [codes 0-15 | codes 0-15 | codes 16-31 | codes 16-31], as the values
-                    const __m512i c512 = _mm512_castsi256_si512(c256);
-                    const __m512i c = _mm512_shuffle_i64x2(c512, c512, _MM_SHUFFLE(1, 1, 0, 0));
+                    const __m512i c = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i*)(code_row + s * 16)));
                     const __mmask64 outer = _mm512_test_epi8_mask(c, outer_bit);
                     const __mmask64 middle = _mm512_test_epi8_mask(c, middle_bit);
                     if (m == 0) vsum = _mm512_dpbusd_epi32(vsum, ones, v);
