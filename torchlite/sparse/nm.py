@@ -13,8 +13,7 @@ one slot is a contiguous load, and a row is read as one sequential stream.
   0 <= o_j <= m - n; the offsets are stored, `offset_bits(n, m)` bits each (2 at 1:4, 3 at 2:8 and
   4:8), as many per byte as fit, from the top bit down: plane q holds slots q * per_byte ..,
   slot j's offset in bits [8 - b * (s + 1), 8 - b * s), s = j % per_byte. At 4:8 that is two bytes
-  per group. A kernel turns a bit into a lane mask with two shifts, bit 7 (after sign extension)
-  with one.
+  per group. A kernel turns a bit into a lane mask with one shift to the sign bit and a compare.
   2:4 has its own 4-bit code with one bit fewer than two offsets, which lets its kernels decide both
   slots with three masks instead of four: bit 3 = (p0 == 0), bit 2 = (p0, p1) in {(0,2), (1,2),
   (1,3)}, bit 1 = (p1 == 3); then p0 = 0 if bit 3 else 1 if bit 2 else 2, p1 = 3 if bit 1 else 2 if
