@@ -11,7 +11,9 @@ bit patterns needed bitcasts, which Inductor's C++ backend emits as per-lane cop
 memory: 12 ms per 4096x4096 2:4 layer against 1.0 ms with `where`, ad hoc 2026-11-30 15:35.) There is no gather and every
 load is contiguous along the groups, so the inner loop (one block of 16 groups) is a single
 AVX-512 vector. The iteration is [out, rows] (weight row outer): each weight row is read once for
-all rows. Larger calls rebuild the dense weight into a temporary and use Inductor's GEMM.
+all rows. Larger calls rebuild the dense weight into a temporary and use Inductor's GEMM. Decode
+calls of 2:4 with int8 values on CPUs with AVX512-VNNI run the hand-written `csrc/nm_vnni.cpp`
+instead (`_vnni_sums`).
 """
 from __future__ import annotations
 
