@@ -24,7 +24,7 @@ from torch._inductor.virtualized import V, ops
 from torch.utils._sympy.functions import FloorDiv, ModularIndexing
 
 from ..ops import sparse as _ops  # noqa: F401  (the op must exist before we register its lowering)
-from ..sparse.nm import group_block, index_columns, index_layout, offset_bits
+from ..sparse.nm import group_block, index_columns, index_layout, offset_bits, pair_code_column
 from . import vnni
 from .cpp_kernel import call, source, static_int, takes_decode_call
 from .quant import FUSED_MAX_ROWS, matrix_rows
@@ -57,8 +57,8 @@ class _NMWeight:
     def code(self, o, j, g):
         """The index byte holding slot j's position, as int32 (2:4: shifted so that the group's code
         is its low nibble; the other group's bits above it are never read)."""
-        if self.pair_code:  # sparse.nm.pair_code_column, in Inductor's index functions
-            column, nibble = FloorDiv(g, 32) * 16 + ModularIndexing(g, 1, 16), ModularIndexing(g, 16, 2)
+        if self.pair_code:
+            column, nibble = pair_code_column(g, FloorDiv, lambda a, b: ModularIndexing(a, 1, b))
             byte = ops.to_dtype(self.idx([o, column]), i32)
             return ops.bitwise_right_shift(byte, ops.index_expr(4 * nibble, i32))
         return ops.to_dtype(self.idx([o, self._column(j // self.per_byte, self.planes, g)]), i32)

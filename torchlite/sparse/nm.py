@@ -8,7 +8,7 @@ one slot is a contiguous load, and a row is read as one sequential stream.
 - `values` [out, n * G] (S = n): the kept values, slot j = the j-th kept one in ascending position
   order. Float dtype of the weight, or int8 codes with a per-row float32 `scale` [out, 1]
   (symmetric: code = round(w / scale), scale = max|w| / 127 over the row's kept values).
-- `indices` [out, planes * G] uint8 (S = planes): where each kept value sits in its group.
+- `indices` [out, planes * G] uint8 (S = planes; 2:4 below): where each kept value sits in its group.
   Positions are distinct and ascending, so slot j's position is j + o_j with an offset
   0 <= o_j <= m - n; the offsets are stored, `offset_bits(n, m)` bits each (2 at 1:4, 3 at 2:8 and
   4:8), as many per byte as fit, from the top bit down: plane q holds slots q * per_byte ..,
@@ -26,6 +26,7 @@ weight is exactly W[o, g * m + j + o_j] = value of slot j of group g.
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass, replace
 
 import torch
@@ -69,9 +70,10 @@ def from_storage(t: torch.Tensor, groups: int) -> torch.Tensor:
     return t.reshape(out, groups // b, s, b).permute(0, 1, 3, 2).reshape(out, groups, s)
 
 
-def pair_code_column(g):
-    """(byte column, nibble 0 or 1) of group g's 2:4 code (g an int or an int64 tensor)."""
-    return (g // 32) * 16 + g % 16, (g // 16) % 2
+def pair_code_column(g, floordiv=operator.floordiv, mod=operator.mod):
+    """(byte column, nibble 0 or 1) of group g's 2:4 code: g an int or an int64 tensor, or an Inductor
+    index with Inductor's floor division and modulus."""
+    return floordiv(g, 32) * 16 + mod(g, 16), mod(floordiv(g, 16), 2)
 
 
 def index_columns(n: int, m: int, groups: int) -> int:
@@ -90,7 +92,7 @@ def index_layout(n: int, m: int) -> tuple[int, int]:
 @dataclass
 class NMWeight:
     values: torch.Tensor  # [out, n * G]: float, or int8 codes when `scale` is set
-    indices: torch.Tensor  # [out, planes * G] uint8
+    indices: torch.Tensor  # [out, index_columns(n, m, G)] uint8
     scale: torch.Tensor | None  # [out, 1] float32 for int8 values
     n: int
     m: int
@@ -155,7 +157,7 @@ def pack_nm_codes(codes: torch.Tensor, scale: torch.Tensor, n: int, m: int) -> N
 
 
 def _pack_positions(positions: torch.Tensor, m: int) -> torch.Tensor:
-    """[out, G, n] ascending positions -> [out, planes * G] uint8 codes (layout in the module docstring)."""
+    """[out, G, n] ascending positions -> [out, index_columns] uint8 codes (layout in the module docstring)."""
     out, g, n = positions.shape
     if (n, m) == (2, 4):
         p0, p1 = positions[..., 0], positions[..., 1]
@@ -174,13 +176,13 @@ def _pack_positions(positions: torch.Tensor, m: int) -> torch.Tensor:
 
 def positions_of(nmw: NMWeight) -> torch.Tensor:
     """The kept positions, int64 [out, G, n]."""
-    per_byte, planes = index_layout(nmw.n, nmw.m)
     out, g = nmw.out_features, nmw.in_features // nmw.m
     if (nmw.n, nmw.m) == (2, 4):
         column, nibble = pair_code_column(torch.arange(g, device=nmw.indices.device))
         code = (nmw.indices[:, column].to(torch.int64) >> (4 * nibble)) & 15  # [out, G]
         first, middle, last = ((code >> b) & 1 for b in (3, 2, 1))
         return torch.stack([(1 - first) * (2 - middle), 3 - (1 - last) * (2 - middle)], dim=-1)
+    per_byte, planes = index_layout(nmw.n, nmw.m)
     packed = from_storage(nmw.indices, g).to(torch.int64)  # [out, G, planes]
     bits, device = offset_bits(nmw.n, nmw.m), packed.device
     shifts = 8 - bits * (torch.arange(per_byte, device=device) + 1)

@@ -15,6 +15,7 @@
 // vpdpbusd multiplies 64 pairs. Σ (q + 128)·v = Σ q·v + 128·Σ v, with Σ v from one more vpdpbusd
 // against ones; out[n, m] = Σ_p s_p·(Σ u·v − 128·Σ v).
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma")
+#include <cstring>
 
 constexpr int64_t STEPS = (GROUPS + 31) / 32;
 static_assert(GROUPS % 16 == 0 && GROUPS * 4 == K_IN, "2:4 storage in whole blocks of 16 groups");
@@ -25,24 +26,25 @@ static_assert(K_IN <= 65536, "int32 accumulators could overflow");
 struct Scratch {
     alignas(64) uint8_t candidates[PARTS][M_ROWS][STEPS][3][64];  // NEAR, MID, FAR per step
     alignas(64) int8_t natural[PARTS][KP];                        // one row's parts in input order
+    alignas(64) uint8_t planes[4][STEPS * 32];                    // input r of every group, + 128
     alignas(64) float rest[KP];
     float scale[M_ROWS][PARTS];
 };
 
 static void lay_out_activations(const float* x, Scratch& a) {
-    // input of each candidate for slot 0 and slot 1 of a group
+    // the input each candidate takes for slot 0 and slot 1 of a group
     constexpr int INPUT[3][2] = {{0, 3}, {1, 2}, {2, 1}};
     for (int64_t m = 0; m < M_ROWS; ++m) {
         quantize_parts(x + m * K_IN, nullptr, a.rest, a.natural, a.scale[m]);
-        for (int p = 0; p < PARTS; ++p)
+        for (int p = 0; p < PARTS; ++p) {
+            for (int64_t g = 0; g < STEPS * 32; ++g)
+                for (int r = 0; r < 4; ++r) a.planes[r][g] = (uint8_t)((g < GROUPS ? a.natural[p][4 * g + r] : 0) + 128);
+            // lane l of a step: groups 16 (l / 2) .. + 15 of slot l % 2
             for (int64_t s = 0; s < STEPS; ++s)
                 for (int c = 0; c < 3; ++c)
-                    for (int i = 0; i < 64; ++i) {
-                        const int lane = i / 16, slot = lane % 2;
-                        const int64_t g = s * 32 + (lane / 2) * 16 + i % 16;
-                        const int q = g < GROUPS ? a.natural[p][4 * g + INPUT[c][slot]] : 0;
-                        a.candidates[p][m][s][c][i] = (uint8_t)(q + 128);
-                    }
+                    for (int l = 0; l < 4; ++l)
+                        std::memcpy(a.candidates[p][m][s][c] + 16 * l, a.planes[INPUT[c][l % 2]] + s * 32 + 16 * (l / 2), 16);
+        }
     }
 }
 
