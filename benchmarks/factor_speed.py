@@ -25,6 +25,17 @@ warnings.filterwarnings("ignore")
 PROMPT = "The history of the city of Paris"
 
 
+ABOUT = {
+    "smollm2": "Whitened factorization calibrated on {calib} x 512 tokens of WikiText-2 valid, at 10 / 20 / 30 % fewer "
+    "parameters in the factorable linear layers (all but the tied lm_head).\n\n" + FRESH_COPY + "\n",
+    "llama-1b": "The 1.1 B Llama of model_decode.py (22 layers, hidden 2048, MLP 5632, untied lm_head) with random "
+    "weights; each linear layer but the lm_head replaced by a random rank-r pair keeping 90 / 80 / 70 % of its "
+    "parameters, r rounded down to a multiple of 16; int8 rows: `torchlite.compress(..., 'int8')` of fp32 and of the "
+    "30 % model (the lm_head quantized in both); the factored fp32 models share fp32's embedding, norms and lm_head. "
+    "Speed depends on the shapes only, so random weights serve.\n",
+}
+
+
 def smollm2_models(n_calib: int):
     model, tok = load_smollm2()
     model.requires_grad_(False)
@@ -44,20 +55,29 @@ def smollm2_models(n_calib: int):
 
 
 def llama_models():
-    """The 1.1 B Llama of model_decode.py with random weights, and the same with every linear layer
-    replaced by a random rank-r pair keeping 70 % of its parameters: speed depends on shapes only."""
+    """The 1.1 B Llama of model_decode.py with random weights; the same with every linear layer but the lm_head
+    replaced by a random rank-r pair keeping 90 / 80 / 70 % of its parameters (r rounded down to a multiple of
+    16, as `Factor.rank_multiple` does); and int8 (`torchlite.compress`) of fp32 and of the 30 % model: speed
+    depends on shapes only. The factored models share fp32's embedding, norms and lm_head (24 GiB hold no
+    more)."""
     from common import llama_1b
 
     model = llama_1b()
-    small = copy.deepcopy(model)
-    for name, m in list(small.named_modules()):
-        if type(m) is torch.nn.Linear and name != "lm_head":
-            r = int(0.7 * m.in_features * m.out_features // (m.in_features + m.out_features))
+    models = {"fp32": model, "int8": torchlite.compress(model, "int8")}
+    factored = {name: m for name, m in model.named_modules() if type(m) is torch.nn.Linear and name != "lm_head"}
+    for fewer in (0.1, 0.2, 0.3):
+        shared = {id(p): p for p in model.parameters()}
+        shared.update({id(m.weight): None for m in factored.values()})  # replaced below: not copied
+        small = copy.deepcopy(model, shared)
+        for name, m in factored.items():
+            r = int((1 - fewer) * m.in_features * m.out_features // (m.in_features + m.out_features)) // 16 * 16
             pair = LowRankLinear(torch.randn(r, m.in_features) * 0.02, torch.randn(m.out_features, r) * 0.02, None)
             parent, _, leaf = name.rpartition(".")
             setattr(small.get_submodule(parent), leaf, pair)
-    small.requires_grad_(False)
-    return {"fp32": model, "rank pairs, 30% fewer": small}, torch.randint(1, 32000, (1, 512)), list(range(1, 9))
+        models[f"rank pairs, {fewer:.0%} fewer"] = small.requires_grad_(False)
+    models["rank pairs, 30% fewer, then int8"] = torchlite.compress(models["rank pairs, 30% fewer"], "int8")
+    order = ["fp32", *(f"rank pairs, {f}% fewer" for f in (10, 20, 30)), "int8", "rank pairs, 30% fewer, then int8"]
+    return {name: models[name] for name in order}, torch.randint(1, 32000, (1, 512)), list(range(1, 9))
 
 
 def main() -> int:
@@ -96,7 +116,7 @@ def main() -> int:
         "tok/s: from the median step (decode) and median prefill. Factored rows compare with fp32, the "
         "factored-then-int8 row with int8. Ranks are multiples of 16 (`Factor.rank_multiple`, the default) except "
         "in the row that says otherwise. Target (issue 5): (speedup − 1) ≥ 0.8 × (bytes ratio − 1).\n"
-    ), FRESH_COPY + "\n", markdown(["model", "weight MB", "bytes ratio", "decode tok/s", "decode speedup", "prefill tok/s",
+    ), ABOUT[args.model].format(calib=args.calib), markdown(["model", "weight MB", "bytes ratio", "decode tok/s", "decode speedup", "prefill tok/s",
                  "prefill speedup", "decode target met"], rows)]
     write_section(f"factor_speed_{args.model}", "\n".join(body))
     return 0

@@ -36,12 +36,15 @@ VARIANTS = [
     ("int4 g128 RTN, lm_head int8", Quantize(bits=4, group_size=128, overrides={"lm_head": Quantize(bits=8)})),
     ("log 4-bit", Quantize(scheme="log", bits=4)),
     ("log 4-bit g128", Quantize(scheme="log", bits=4, group_size=128)),
+    ("log 4-bit g128 GPTQ", Quantize(scheme="log", bits=4, group_size=128, method="gptq")),
     ("VQ ~2 bit/w (d=4, 256 centroids)", Quantize(scheme="vector", vector_dim=4, codebook_size=256)),
+    ("VQ ~2 bit/w (d=4, 256 centroids) GPTQ", Quantize(scheme="vector", vector_dim=4, codebook_size=256, method="gptq")),
     ("VQ ~3 bit/w (d=3, 256 centroids)", Quantize(scheme="vector", vector_dim=3, codebook_size=256)),
+    ("VQ ~3 bit/w (d=3, 256 centroids) GPTQ", Quantize(scheme="vector", vector_dim=3, codebook_size=256, method="gptq")),
 ]
 CODEBOOK_ROWS = (
-    "fp32", "int4 g128 RTN", "log 4-bit", "log 4-bit g128", "VQ ~2 bit/w (d=4, 256 centroids)",
-    "VQ ~3 bit/w (d=3, 256 centroids)",
+    "fp32", "int4 g128 RTN", "log 4-bit", "log 4-bit g128", "log 4-bit g128 GPTQ", "VQ ~2 bit/w (d=4, 256 centroids)",
+    "VQ ~2 bit/w (d=4, 256 centroids) GPTQ", "VQ ~3 bit/w (d=3, 256 centroids)", "VQ ~3 bit/w (d=3, 256 centroids) GPTQ",
 )
 AUTO_SCHEMES = {"int4 g128": Quantize(bits=4, group_size=128), "int8": Quantize(bits=8)}
 
@@ -124,11 +127,11 @@ def main() -> int:
     title = "Log and vector quantization" if args.codebooks_only else "Weight quantization: RTN, GPTQ, AWQ"
     body = [header(f"{title} (SmolLM2-135M)"), (
         f"SmolLM2-135M-Instruct, WikiText-2 test perplexity over the first {test_ids.numel() // 512 * 512} tokens "
-        f"(512-token windows); GPTQ and AWQ calibrate on {args.calib} x 512 tokens of WikiText-2 valid. Bits/weight: "
+        f"(512-token windows); GPTQ (for linear, log and vector codes) and AWQ calibrate on {args.calib} x 512 tokens of WikiText-2 valid. Bits/weight: "
         "stored bits of the linear layers per weight (codes, scales, zero points, AWQ input scales, VQ codebooks and row scales); weight MB: the "
         "whole model, with the 113 MB fp32 embedding. Decode: batch-1 greedy with a static KV cache, median of "
         f"{args.new_tokens} steps, under torch.compile (backend 'lite' without a recipe: Inductor + torchlite lowerings, float linears included). Calib s: compress time "
-        "(activation statistics through the model, then the method; for VQ the k-means). The lm_head (tied to the embedding) is quantized "
+        "(activation statistics through the model, then the method; for VQ the k-means, then GPTQ's sweep if asked). The lm_head (tied to the embedding) is quantized "
         "as its own copy, as in every int8/int4 row. W8A8 static: one activation scale per layer from the "
         "calibration data. Auto mixed: per-layer int4 g128 or int8 from the sensitivity report (each layer "
         "quantized alone, perplexity on the first 512 test tokens, 16 calibration sequences), chosen greedily "

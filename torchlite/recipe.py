@@ -167,9 +167,10 @@ class Quantize:
                 f"Quantize.activations={self.activations!r} (W8A8) needs scheme='linear'; {this} is weight-only: "
                 "drop activations or use scheme='linear'"
             )
-        if self.method != "rtn":
+        if self.method not in ("rtn", "gptq"):
             raise TorchliteError(
-                f"Quantize.method={self.method!r} is implemented for scheme='linear' only; use method='rtn' with {this}"
+                f"Quantize.method={self.method!r} is implemented for scheme='linear' only; use method='rtn' or 'gptq' "
+                f"with {this}"
             )
         if not self.symmetric:
             raise TorchliteError(f"Quantize.symmetric=False does not apply to {this} (it is sign-symmetric); drop it")

@@ -77,7 +77,7 @@ def test_recipe_defaults_and_round_trip():
         ({"scheme": "log", "symmetric": False}, ["symmetric=False", "drop it"]),
         ({"scheme": "log", "activations": "dynamic"}, ["W8A8", "scheme='linear'"]),
         ({"scheme": "vector", "activations": "static"}, ["W8A8", "scheme='linear'"]),
-        ({"scheme": "log", "method": "gptq"}, ["method='gptq'", "scheme='linear' only", "method='rtn'"]),
+        ({"scheme": "log", "method": "awq"}, ["method='awq'", "scheme='linear' only", "method='rtn' or 'gptq'"]),
         ({"scheme": "vector", "method": "awq"}, ["method='awq'", "method='rtn'"]),
         ({"scheme": "log", "log_offset": 1.5}, ["log_offset=1.5", "[0, 1)"]),
         ({"log_offset": 0.5}, ["log_offset", "scheme='log' only"]),

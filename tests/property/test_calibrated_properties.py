@@ -1,11 +1,14 @@
-"""Hypothesis properties of calibration-based quantization (GPTQ, AWQ) against round-to-nearest."""
+"""Hypothesis properties of calibration-based quantization (GPTQ for linear, log and vector codes; AWQ)
+against round-to-nearest / nearest-centroid coding."""
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from torchlite.calibration import InputStats
-from torchlite.quant.calibrated import awq, gptq, row_errors
+from torchlite.quant.calibrated import awq, gptq, gptq_log, gptq_vector, row_errors
 from torchlite.quant.linear import quantize_weight
+from torchlite.quant.log import quantize_log
+from torchlite.quant.vector import quantize_vector
 
 configs = st.one_of(
     st.builds(lambda b, s: (b, None, s, "channel"), st.integers(2, 8), st.booleans()),
@@ -14,10 +17,17 @@ configs = st.one_of(
 )
 
 
+log_configs = st.one_of(
+    st.builds(lambda b: (b, None, "channel"), st.integers(3, 8)),
+    st.builds(lambda b: (b, None, "tensor"), st.integers(3, 8)),
+    st.builds(lambda b, g: (b, g, "group"), st.integers(3, 8), st.sampled_from([16, 32])),
+)
+
+
 @st.composite
-def layers(draw):
-    """W [out, in] and statistics of correlated inputs with a few large features."""
-    n, k = draw(st.integers(1, 24)), draw(st.integers(1, 70))
+def layers(draw, width=1):
+    """W [out, in] (in a multiple of `width`) and statistics of correlated inputs with a few large features."""
+    n, k = draw(st.integers(1, 24)), width * draw(st.integers(1, 70 // width))
     g = torch.Generator().manual_seed(draw(st.integers(0, 2**16)))
     w = torch.randn(n, k, generator=g) * draw(st.floats(1e-2, 1e2))
     x = torch.randn(k + draw(st.integers(-k + 1, 32)), k, generator=g) @ (torch.eye(k) + 0.3 * torch.randn(k, k, generator=g))
@@ -69,3 +79,44 @@ def test_storage_is_what_the_kernels_read(layer, cfg):
     for qw in (gptq(w, stats, *cfg), awq(w, stats, *cfg)):
         assert (qw.qdata.dtype, qw.qdata.shape, qw.scale.shape) == (rtn.qdata.dtype, rtn.qdata.shape, rtn.scale.shape)
         assert (qw.zero is None) == (rtn.zero is None)
+
+
+@settings(max_examples=60, deadline=None)
+@given(layers(), log_configs, st.booleans())
+def test_gptq_log_output_error_not_above_rtn(layer, cfg, act_order):
+    w, stats = layer
+    rtn = quantize_log(w, *cfg)
+    qw = gptq_log(w, stats, *cfg, act_order=act_order)
+    assert _output_error(w, qw, stats) <= _output_error(w, rtn, stats) + _slack(w, stats)
+    assert (qw.qdata.dtype, qw.qdata.shape) == (rtn.qdata.dtype, rtn.qdata.shape) and torch.equal(qw.scale, rtn.scale)
+
+
+@settings(max_examples=40, deadline=None)
+@given(layers(), log_configs, st.booleans())
+def test_gptq_log_keeps_representable_weights(layer, cfg, act_order):
+    w, stats = layer
+    on_grid = quantize_log(w, *cfg).dequantize()
+    torch.testing.assert_close(gptq_log(on_grid, stats, *cfg, act_order=act_order).dequantize(), on_grid, rtol=0, atol=0)
+
+
+@st.composite
+def vector_layers(draw):
+    d = draw(st.integers(2, 4))
+    w, stats = draw(layers(width=d))
+    n, gs = w.shape[0], draw(st.sampled_from([None, 8]))
+    smallest_group = n - gs * ((n - 1) // gs) if gs else n
+    size = draw(st.integers(1, min(32, smallest_group * (w.shape[1] // d))))
+    return w, stats, d, size, gs
+
+
+@settings(max_examples=60, deadline=None)
+@given(vector_layers(), st.booleans())
+def test_gptq_vector_output_error_not_above_nearest_centroids(case, act_order):
+    """Same codebooks and row scales as nearest-centroid coding (quantize_vector), codes chosen with error
+    feedback: never more output error on the calibration data, every code a centroid of its group."""
+    w, stats, d, size, gs = case
+    rtn = quantize_vector(w, d, size, gs)
+    qw = gptq_vector(w, stats, d, size, gs, act_order=act_order)
+    assert _output_error(w, qw, stats) <= _output_error(w, rtn, stats) + _slack(w, stats)
+    assert torch.equal(qw.codebook, rtn.codebook) and torch.equal(qw.scale, rtn.scale)
+    assert (qw.qdata.dtype, qw.qdata.shape) == (rtn.qdata.dtype, rtn.qdata.shape)

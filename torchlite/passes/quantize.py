@@ -24,7 +24,7 @@ from ..errors import TorchliteError
 from ..graph import attr_name, clone, find_linears, get_attr_value, set_attr
 from ..graph.linear import TRANSPOSES, LinearSite
 from ..log import logger
-from ..quant.calibrated import awq, gptq, smoothquant
+from ..quant.calibrated import awq, gptq, gptq_log, gptq_vector, smoothquant
 from ..quant.linear import QuantizedWeight, check_finite, quantize_weight
 from ..quant.log import quantize_log
 from ..quant.vector import check_shape, quantize_vector
@@ -131,14 +131,19 @@ def static_activation_scale(stats: InputStats, qw: QuantizedWeight) -> torch.Ten
 
 
 def quantize_one(weight: torch.Tensor, cfg: Quantize, stats: InputStats | None):
-    """One weight by the config's scheme and method (round to nearest, GPTQ or AWQ)."""
+    """One weight by the config's scheme and method (round to nearest, GPTQ, AWQ or SmoothQuant)."""
+    gptq_options = {"damp": cfg.damp, "act_order": cfg.act_order}
     if cfg.scheme == "log":
+        if cfg.method == "gptq":
+            return gptq_log(weight, stats, cfg.bits, cfg.group_size, cfg.granularity, cfg.log_offset, **gptq_options)
         return quantize_log(weight, cfg.bits, cfg.group_size, cfg.granularity, cfg.log_offset)
     if cfg.scheme == "vector":
+        if cfg.method == "gptq":
+            return gptq_vector(weight, stats, cfg.vector_dim, cfg.codebook_size, cfg.group_size, **gptq_options)
         return quantize_vector(weight, cfg.vector_dim, cfg.codebook_size, cfg.group_size)
     args = (cfg.bits, cfg.group_size, cfg.symmetric, cfg.granularity)
     if cfg.method == "gptq":
-        return gptq(weight, stats, *args, damp=cfg.damp, act_order=cfg.act_order)
+        return gptq(weight, stats, *args, **gptq_options)
     if cfg.method == "awq":
         return awq(weight, stats, *args)
     if cfg.method == "smoothquant":

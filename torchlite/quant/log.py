@@ -80,19 +80,37 @@ def quantize_log(
     """Log-quantize W[N, K] with one scale per tensor, output channel or group of `group_size` inputs."""
     if weight.dim() != 2:
         raise TorchliteError(f"quantize_log expects a 2-D weight [out, in], got shape {tuple(weight.shape)}")
-    if not 3 <= bits <= 8:
-        raise TorchliteError(f"log quantization takes bits in 3..8, got {bits}")
+    check_bits(bits)
     gs = group_size if granularity == "group" else 0
     w = padded(weight, bits, gs)
+    return encode_log(w, log_scales(w, granularity, gs, log_offset), bits, gs, weight.shape[1])
+
+
+def check_bits(bits: int) -> None:
+    if not 3 <= bits <= 8:
+        raise TorchliteError(f"log quantization takes bits in 3..8, got {bits}")
+
+
+def log_scales(w: torch.Tensor, granularity: str, group_size: int, log_offset: float) -> torch.Tensor:
+    """Scales [1, 1], [N, 1] or [N, Kp / group_size] of a padded W[N, Kp]: max|w| · 2^-log_offset (1 where 0)."""
     n, kp = w.shape
     view = {"tensor": w.reshape(1, 1, -1), "channel": w.reshape(n, 1, kp)}.get(granularity)
-    view = w.reshape(n, kp // gs, gs) if view is None else view
+    view = w.reshape(n, kp // group_size, group_size) if view is None else view
     amax = view.abs().amax(dim=-1)
-    scale = torch.where(amax > 0, amax * 2.0**-log_offset, torch.ones_like(amax)).contiguous()
-    mag = magnitude_codes(w.abs() / expand(scale, kp), bits)
-    codes = (mag | ((w < 0) & (mag > 0)).long() << (bits - 1)).to(torch.uint8)
-    qdata = pack_nibbles(codes, block_size(bits, gs)) if bits <= 4 else codes.contiguous()
-    return LogQuantizedWeight(qdata, scale, bits, gs, weight.shape[1])
+    return torch.where(amax > 0, amax * 2.0**-log_offset, torch.ones_like(amax)).contiguous()
+
+
+def round_log(w: torch.Tensor, scale_cols: torch.Tensor, bits: int) -> torch.Tensor:
+    """Codes (int64) of W with the scales broadcast to its shape, rounded as described above."""
+    mag = magnitude_codes(w.abs() / scale_cols, bits)
+    return mag | ((w < 0) & (mag > 0)).long() << (bits - 1)
+
+
+def encode_log(w: torch.Tensor, scale: torch.Tensor, bits: int, group_size: int, in_features: int) -> LogQuantizedWeight:
+    """A padded W[N, Kp] log-quantized with the given scales, in the storage layout."""
+    codes = round_log(w, expand(scale, w.shape[1]), bits).to(torch.uint8)
+    qdata = pack_nibbles(codes, block_size(bits, group_size)) if bits <= 4 else codes.contiguous()
+    return LogQuantizedWeight(qdata, scale, bits, group_size, in_features)
 
 
 def dequantize_log(

@@ -119,17 +119,15 @@ def kmeans(v: torch.Tensor, k: int, generator: torch.Generator, iters: int = KME
     return cb
 
 
-def codebook_for(v: torch.Tensor, k: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """(float32 codebook [k, d], codes [P]) of sub-vectors v [P, d] (float32)."""
+def codebook_for(v: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    """The float32 codebook [k, d] of sub-vectors v [P, d] (float32)."""
     distinct = torch.unique(v, dim=0)
     if len(distinct) <= k:
-        cb = torch.cat([distinct, distinct[:1].expand(k - len(distinct), -1)])
-    else:
-        train = v
-        if len(v) > TRAIN_PER_CENTROID * k:
-            train = v[torch.randperm(len(v), generator=generator)[: TRAIN_PER_CENTROID * k]]
-        cb = snap_to_grid(kmeans(train.double(), k, generator).float())
-    return cb, nearest(v, cb)
+        return torch.cat([distinct, distinct[:1].expand(k - len(distinct), -1)])
+    train = v
+    if len(v) > TRAIN_PER_CENTROID * k:
+        train = v[torch.randperm(len(v), generator=generator)[: TRAIN_PER_CENTROID * k]]
+    return snap_to_grid(kmeans(train.double(), k, generator).float())
 
 
 def snap_to_grid(codebook: torch.Tensor) -> torch.Tensor:
@@ -157,14 +155,28 @@ def quantize_vector(
     scale = row_scales(weight)
     w = weight.detach().float() / scale
     generator = torch.Generator().manual_seed(seed)
-    books, codes = [], []
-    for start in range(0, n, rows):
-        cb, c = codebook_for(w[start : start + rows].reshape(-1, vector_dim), codebook_size, generator)
-        books.append(cb)
-        codes.append(c.reshape(-1, k // vector_dim))
-    codes = torch.cat(codes).to(torch.uint8)
-    qdata = pack_codes(codes) if codebook_size <= 16 else codes.contiguous()
-    return VectorQuantizedWeight(qdata, scale, torch.stack(books).contiguous(), group_size or 0, k)
+    books = [codebook_for(w[start : start + rows].reshape(-1, vector_dim), codebook_size, generator)
+             for start in range(0, n, rows)]
+    return encode_vector(weight, scale, torch.stack(books).contiguous(), group_size or 0)
+
+
+def encode_vector(weight: torch.Tensor, scale: torch.Tensor, codebook: torch.Tensor, group_size: int) -> VectorQuantizedWeight:
+    """W[N, K] coded with the nearest centroid of each scaled sub-vector (given scales [N, 1] and codebooks)."""
+    n, k = weight.shape
+    codes = nearest_codes(weight.detach().float(), scale, codebook, group_size).to(torch.uint8)
+    qdata = pack_codes(codes) if codebook.shape[1] <= 16 else codes.contiguous()
+    return VectorQuantizedWeight(qdata, scale, codebook, group_size, k)
+
+
+def nearest_codes(w: torch.Tensor, scale: torch.Tensor, codebook: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Codes [N, J] of the nearest centroid to each sub-vector of W[N, J·d] / scale (one codebook per group)."""
+    n, d = w.shape[0], codebook.shape[2]
+    rows = group_size or n
+    return torch.cat([
+        nearest((w[start : start + rows] / scale[start : start + rows]).reshape(-1, d), codebook[start // rows])
+        .reshape(-1, w.shape[1] // d)
+        for start in range(0, n, rows)
+    ])
 
 
 def row_scales(weight: torch.Tensor) -> torch.Tensor:
