@@ -16,7 +16,7 @@ import torch
 from ..calibration import InputStats, activation_scale
 from .linear import QuantizedWeight, encode, expand, padded, qrange, quantize_weight, scales_for
 from .log import LogQuantizedWeight, check_bits, code_values, encode_log, log_scales, quantize_log, round_log
-from .vector import VectorQuantizedWeight, encode_vector, nearest, quantize_vector
+from .vector import VectorQuantizedWeight, encode_vector, nearest_codes, quantize_vector
 
 AWQ_ALPHAS = tuple(i / 20 for i in range(21))  # alpha = 0: no scaling (plain RTN)
 
@@ -133,16 +133,13 @@ def gptq_vector(
     `gptq_sweep` (units of vector_dim columns); never worse than nearest-centroid coding on the calibration data."""
     rtn = quantize_vector(weight, vector_dim, codebook_size, group_size)
     n, k = weight.shape
-    rows, d = rtn.group_size or n, vector_dim
+    group = torch.arange(n) // (rtn.group_size or n)
 
     def quantize(unit: int, rest: torch.Tensor) -> torch.Tensor:
-        out = torch.empty(n, d)
-        for start in range(0, n, rows):
-            part, cb = slice(start, start + rows), rtn.codebook[start // rows]
-            out[part] = cb[nearest(rest[part, :d] / rtn.scale[part], cb)] * rtn.scale[part]
-        return out
+        codes = nearest_codes(rest[:, :vector_dim], rtn.scale, rtn.codebook, rtn.group_size)[:, 0]
+        return rtn.codebook[group, codes] * rtn.scale
 
-    approx = gptq_sweep(weight.detach().float(), _padded_hessian(stats, k, damp), d, quantize, act_order)
+    approx = gptq_sweep(weight.detach().float(), _padded_hessian(stats, k, damp), vector_dim, quantize, act_order)
     result = encode_vector(approx, rtn.scale, rtn.codebook, rtn.group_size)  # exact: every sub-vector is a centroid
     return _keep_better_rows(weight, stats, result, rtn)
 
