@@ -1,6 +1,6 @@
 import pytest
 
-from torchlite import PRESETS, Factor, Quantize, Recipe, TorchliteError, parse_recipe
+from torchlite import PRESETS, Factor, Prune, Quantize, Recipe, TorchliteError, parse_recipe
 from torchlite.recipe import to_dict
 
 
@@ -22,6 +22,11 @@ def test_dict_and_dataclass_agree():
     assert Recipe.ORDER == ("prune", "factor", "quantize")
 
 
+def test_a_single_pass_config_is_a_recipe():
+    q, f, p = Quantize(bits=4, group_size=128), Factor(budget=0.8), Prune(sparsity=0.3)
+    assert parse_recipe(q) == Recipe(quantize=q) and parse_recipe(f) == Recipe(factor=f) and parse_recipe(p) == Recipe(prune=p)
+
+
 @pytest.mark.parametrize(
     "spec, words",
     [
@@ -32,7 +37,7 @@ def test_dict_and_dataclass_agree():
         ({"quantize": {"bits": 4, "group_size": 100}}, ["group_size=100", "multiple of 16"]),
         ({"quantize": {"granularity": "row"}}, ["row", "tensor", "channel", "group"]),
         ({"quantize": {"granularity": "group"}}, ["group_size"]),
-        (42, ["preset", "dict", "Recipe"]),
+        (42, ["preset", "dict", "Recipe", "Quantize"]),
         ({"factor": {"rank": 8, "rnak": 2}}, ["rnak", "rank", "ratio", "energy", "budget", "method"]),
         ({"factor": {}}, ["exactly one of rank, ratio, energy, budget"]),
         ({"factor": {"energy": 1.0}}, ["energy=1.0", "between 0 and 1"]),

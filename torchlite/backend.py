@@ -1,7 +1,7 @@
 """The `lite` torch.compile backend: Dynamo's graph -> torchlite passes -> Inductor.
 
 Registered through the `torch_dynamo_backends` entry point, so `torch.compile(m, backend="lite")`
-works without importing torchlite. Options: {"recipe": <preset name | dict | Recipe>,
+works without importing torchlite. Options: {"recipe": <preset name | dict | Recipe | Prune / Factor / Quantize>,
 "calib": <iterable of batches>}. A calibration batch is a tensor (models with one tensor input) or a
 dict {argument name: tensor}, with the shapes the model is compiled for.
 

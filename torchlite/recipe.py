@@ -457,12 +457,15 @@ def _parse_pass(name: str, value: Any) -> Any:
     return _from_dict(cls, name, value)
 
 
-def parse_recipe(spec: Recipe | str | Mapping[str, Any] | None) -> Recipe:
-    """Turn a preset name, a dict or a Recipe into a validated Recipe."""
+def parse_recipe(spec: Recipe | Prune | Factor | Quantize | str | Mapping[str, Any] | None) -> Recipe:
+    """Turn a preset name, a dict, a Recipe or one pass config (Prune, Factor, Quantize) into a validated Recipe."""
     if spec is None:
         return PRESETS["int8"]
     if isinstance(spec, Recipe):
         return spec
+    for name, kind in (("prune", Prune), ("factor", Factor), ("quantize", Quantize)):
+        if isinstance(spec, kind):
+            return Recipe(**{name: spec})
     if isinstance(spec, str):
         if spec not in PRESETS:
             raise TorchliteError(f"unknown recipe preset {spec!r}; allowed: {', '.join(PRESETS)}")
@@ -472,7 +475,9 @@ def parse_recipe(spec: Recipe | str | Mapping[str, Any] | None) -> Recipe:
         if unknown:
             raise TorchliteError(f"unknown recipe key(s) {unknown}; allowed: {', '.join(Recipe.ORDER)}")
         return Recipe(**{k: _parse_pass(k, v) for k, v in spec.items()})
-    raise TorchliteError(f"a recipe is a preset name, a dict or a Recipe, not {type(spec).__name__}")
+    raise TorchliteError(
+        f"a recipe is a preset name, a dict, a Recipe or a Prune / Factor / Quantize, not {type(spec).__name__}"
+    )
 
 
 def to_dict(recipe: Recipe) -> dict[str, Any]:
