@@ -1,11 +1,11 @@
 """Hypothesis properties of calibration-based quantization (GPTQ for linear, log and vector codes; AWQ)
 against round-to-nearest / nearest-centroid coding."""
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from torchlite.calibration import InputStats
-from torchlite.quant.calibrated import awq, gptq, gptq_log, gptq_vector, row_errors
+from torchlite.quant.calibrated import awq, gptq, gptq_log, gptq_sweep, gptq_vector, row_errors
 from torchlite.quant.linear import quantize_weight
 from torchlite.quant.log import quantize_log
 from torchlite.quant.vector import quantize_vector
@@ -92,11 +92,17 @@ def test_gptq_log_output_error_not_above_rtn(layer, cfg, act_order):
 
 
 @settings(max_examples=40, deadline=None)
-@given(layers(), log_configs, st.booleans())
-def test_gptq_log_keeps_representable_weights(layer, cfg, act_order):
+@given(layers(), st.integers(1, 3), st.booleans())
+def test_gptq_sweep_keeps_representable_weights(layer, width, act_order):
+    """Weights already on the grid come back unchanged from the sweep itself (no error to spread), in
+    units of one or more columns, in either order (the per-row fallback to RTN is not involved)."""
     w, stats = layer
-    on_grid = quantize_log(w, *cfg).dequantize()
-    torch.testing.assert_close(gptq_log(on_grid, stats, *cfg, act_order=act_order).dequantize(), on_grid, rtol=0, atol=0)
+    k = w.shape[1] // width * width
+    assume(k > 0)
+    on_grid = torch.round(w[:, :k] * 4)
+    h = stats.covariance[:k, :k] + 1e-3 * torch.eye(k, dtype=torch.float64)
+    out = gptq_sweep(on_grid, h, width, lambda unit, rest: torch.round(rest[:, :width]), act_order)
+    assert torch.equal(out, on_grid)
 
 
 @st.composite

@@ -15,7 +15,7 @@ import torch
 
 from ..calibration import InputStats, activation_scale
 from .linear import QuantizedWeight, encode, expand, padded, qrange, quantize_weight, scales_for
-from .log import LogQuantizedWeight, check_bits, code_values, encode_log, log_scales, quantize_log, round_log
+from .log import LogQuantizedWeight, check_bits, code_values, encode_log, log_scales, round_log
 from .vector import VectorQuantizedWeight, encode_vector, nearest_codes, quantize_vector
 
 AWQ_ALPHAS = tuple(i / 20 for i in range(21))  # alpha = 0: no scaling (plain RTN)
@@ -121,7 +121,7 @@ def gptq_log(
 
     approx = gptq_sweep(w0, _padded_hessian(stats, kp, damp), 1, quantize, act_order)
     result = encode_log(approx, scale, bits, gs, weight.shape[1])  # exact: every value is a level
-    return _keep_better_rows(weight, stats, result, quantize_log(weight, bits, group_size, granularity, log_offset))
+    return _keep_better_rows(weight, stats, result, encode_log(w0, scale, bits, gs, weight.shape[1]))  # RTN
 
 
 def gptq_vector(
