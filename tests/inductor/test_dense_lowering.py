@@ -118,3 +118,16 @@ def test_decode_pair_has_no_copy_loop_between_its_reductions():
     out, (code,) = run_and_get_code(torch.compile(f, fullgraph=True), x)
     torch.testing.assert_close(out, x @ a.T @ b.T, rtol=1e-4, atol=1e-3)
     assert code.count("#pragma omp for") == 2 and "omp single" not in code
+
+
+@pytest.mark.parametrize("n, streams", [(256, 4), (72, 4), (34, 2), (66, 2), (33, 1), (48, 2)])
+def test_decode_rows_are_read_as_parallel_streams_in_one_loop(n, streams):
+    """A decode reduction over N rows is ROW_STREAMS (or 2) reductions over equal runs of rows, fused
+    into one loop of N / streams iterations, each reading one row of every run; runs shorter than a
+    vector's 16 rows, or N that does not split evenly, keep a single run."""
+    w, x = torch.randn(n, 1024), torch.randn(1, 1024)
+    out, (code,) = run_and_get_code(torch.compile(lambda x: torch.ops.torchlite.linear(x, w, None)), x)
+    torch.testing.assert_close(out, x @ w.T, rtol=1e-5, atol=1e-3)
+    assert code.count("#pragma omp for") == 1
+    assert f"x0<static_cast<int64_t>({n // streams}L)" in code
+    assert code.count("tmp_acc") and all(f"tmp_acc{i} " in code for i in range(streams))

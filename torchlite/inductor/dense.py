@@ -20,7 +20,7 @@ from torch._inductor.virtualized import ops
 from ..graph.linear import LINEAR_FUNCTIONS
 from ..graph.module import clone, get_attr_value
 from ..ops import dense as _ops  # noqa: F401  (the op must exist before we register its lowering)
-from .quant import VEC, _fused_sum, weight_only_linear
+from .quant import VEC, _fused_sum, row_sums, weight_only_linear
 
 
 class _FloatWeight:
@@ -49,12 +49,7 @@ def _plain_sum(x2, weight, n_out, m_rows, start, stop):
         (n, m), (j,) = index, rindex
         return ops.mul(ops.to_dtype(x([m, start + j]), f32), ops.to_dtype(w([n, start + j]), f32))
 
-    acc = ir.Reduction.create(
-        device=x2.get_device(), dst_dtype=f32, src_dtype=f32, inner_fn=inner,
-        ranges=[n_out, m_rows], reduction_ranges=[stop - start], reduction_type="sum",
-    )
-    acc.realize()
-    return acc
+    return row_sums(x2, inner, n_out, m_rows, [stop - start])
 
 
 def _unrolled_length(k) -> int:
