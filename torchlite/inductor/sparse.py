@@ -27,7 +27,7 @@ from ..ops import sparse as _ops  # noqa: F401  (the op must exist before we reg
 from ..sparse.nm import group_block, index_columns, index_layout, offset_bits, pair_code_column
 from . import vnni
 from .cpp_kernel import call, source, static_int, takes_decode_call
-from .quant import FUSED_MAX_ROWS, matrix_rows
+from .quant import FUSED_MAX_ROWS, matrix_rows, row_sums
 
 aten = torch.ops.aten
 f32, i32 = torch.float32, torch.int32
@@ -202,11 +202,6 @@ def _nm_sums(x2, m_rows, w: _NMWeight, n: int, m: int, groups: int, n_out):
             total = term if total is None else ops.add(total, term)
         return total
 
-    acc = ir.Reduction.create(
-        device=x2.get_device(), dst_dtype=f32, src_dtype=f32, inner_fn=inner, ranges=[n_out, m_rows],
-        # [blocks, 16]: the vectorized inner loop is one block (a single range of all groups vectorizes
-        # too, but [1, groups] does not)
-        reduction_ranges=[blocks, w.block] if blocks > 1 else [groups], reduction_type="sum",
-    )
-    acc.realize()
-    return acc
+    # [blocks, 16]: the vectorized inner loop is one block (a single range of all groups vectorizes too,
+    # but [1, groups] does not); rows read as parallel streams (quant.row_sums)
+    return row_sums(x2, inner, n_out, m_rows, [blocks, w.block] if blocks > 1 else [groups])
