@@ -187,12 +187,11 @@ ROW_STREAMS = 4  # weight rows a thread reads side by side in the generated deco
 def row_sums(x2, inner, n_out, m_rows, rranges):
     """The realized float32 [N, M] reduction `sum over rranges of inner((n, m), r)`.
 
-    With a static N it is built as ROW_STREAMS reductions over equal runs of rows (fewer where N does
-    not split evenly or the runs would be shorter than VEC rows), which Inductor fuses into one loop: each thread then
-    reads several weight streams side by side (rows i, N/4 + i, ...) instead of one, which this CPU's
-    memory system serves faster (24.4 -> 26.3 GB/s on the Llama MLP shapes, docs/design.md; the
-    hand-written kernels read two, csrc/vnni_gemv.cpp). The runs are written into one [N, M] buffer
-    (a concat Inductor realizes in place)."""
+    With a static N it is built as ROW_STREAMS reductions over equal runs of rows (2, or 1, where N
+    does not split evenly or a run would be shorter than VEC rows), which Inductor fuses into one
+    loop: each thread reads several weight streams side by side (rows i, N/4 + i, ...) instead of
+    one, which this CPU serves faster (a stack of the Llama MLPs: 22.0 -> 25.8-26.3 GB/s,
+    docs/design.md). The runs are written into one [N, M] buffer (a concat realized in place)."""
 
     def reduction(rows, first):
         acc = ir.Reduction.create(
