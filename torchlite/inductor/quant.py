@@ -27,6 +27,7 @@ from ..ops import quant as _ops  # noqa: F401  (the ops must exist before we reg
 from ..quant.linear import block_size, padded_in_features
 from ..quant.log import code_values
 from . import vnni
+from .cpp_kernel import static_int
 
 aten = torch.ops.aten
 FUSED_MAX_ROWS = 16
@@ -202,8 +203,7 @@ def row_sums(x2, inner, n_out, m_rows, rranges):
         acc.realize()
         return acc
 
-    static = isinstance(n_out, int) or getattr(n_out, "is_Integer", False)
-    streams = next((s for s in (ROW_STREAMS, 2) if static and int(n_out) % s == 0 and int(n_out) >= s * VEC), 1)
+    streams = next((s for s in (ROW_STREAMS, 2) if static_int(n_out) and int(n_out) % s == 0 and int(n_out) >= s * VEC), 1)
     if streams == 1:
         return reduction(n_out, 0)
     run = int(n_out) // streams
