@@ -7,10 +7,10 @@ from torch._inductor.utils import run_and_get_code
 
 import torchlite  # noqa: F401  (registers ops and lowerings)
 from torchlite.inductor.cpp_kernel import cpu_flags
-from torchlite.inductor.vector import KERNEL_FLAGS
+from torchlite.inductor.vector import NIBBLE_KERNEL_FLAGS, TILE_KERNEL_FLAGS
 from torchlite.quant.log import quantize_log
 from torchlite.quant.vector import quantize_vector
-from parts_bound import parts_error_bound
+from parts_bound import lut_error_bound, parts_error_bound
 
 F32, BF16, F16 = torch.float32, torch.bfloat16, torch.float16
 LOG_CASES = [
@@ -127,39 +127,65 @@ def test_storage_that_disagrees_with_metadata_is_refused():
         torch.ops.torchlite.qlinear_vector(torch.randn(2, 64), v.qdata, v.scale, v.codebook, None, 4, 64)
 
 
-VNNI_CASES = [
+NIBBLE_CASES = [
     # vector_dim, codebook_size, group (rows), n_out, k_in, activation rows
-    (4, 256, None, 40, 128, 1),  # fewer codes than one step
-    (4, 256, None, 24, 600, 2),  # three steps, the last one partial
-    (2, 16, None, 33, 98, 3),  # packed codes, odd number of sub-vectors per row
-    (2, 16, None, 20, 520, 4),  # packed codes over several 128-code steps
-    (2, 128, None, 40, 300, 1),  # 128 centroids: one two-table lookup
-    (3, 64, 16, 40, 69, 2),  # codebook groups, the last one smaller
+    (2, 16, None, 33, 98, 3),  # odd number of sub-vectors per row
+    (2, 16, None, 20, 520, 4),  # several 128-code steps
     (8, 7, None, 17, 40, 1),  # a codebook size that is not a power of two
+    (4, 16, 16, 40, 128, 2),  # codebook groups, the last one smaller
 ]
-needs_vq_kernel = pytest.mark.skipif(not KERNEL_FLAGS <= cpu_flags(), reason="the VQ kernel needs AVX512-VNNI and VBMI")
+TILE_CASES = [
+    # vector_dim, codebook_size, group (rows), n_out, k_in, activation rows
+    (4, 256, None, 40, 128, 1),  # one partial tile
+    (4, 256, None, 300, 1200, 2),  # five tiles (one block of four and one), 300 positions (two 16-bit chunks)
+    (2, 128, None, 64, 300, 1),  # 128 centroids: one two-table lookup
+    (3, 64, 64, 150, 69, 2),  # codebook groups of one tile, the last one smaller
+    (8, 20, None, 70, 40, 3),  # a codebook size that is not a power of two
+]
+needs_nibble_kernel = pytest.mark.skipif(not NIBBLE_KERNEL_FLAGS <= cpu_flags(), reason="the nibble VQ kernel needs AVX512-VNNI and VBMI")
+needs_tile_kernel = pytest.mark.skipif(not TILE_KERNEL_FLAGS <= cpu_flags(), reason="the tiled VQ kernel needs AVX512-VBMI")
 
 
-def _kernel_output(qw, rows):
+def _compiled(qw, rows):
     f = _vector_fn(qw, torch.randn(qw.out_features))
     x = torch.randn(rows, qw.in_features)
     out, (code,) = run_and_get_code(torch.compile(f, fullgraph=True), x)
-    assert "cpp_torchlite_vq_vnni" in code, "decode calls with float32 activations run the VQ kernel"
-    return out, f(x), x
+    return out, f(x), x, code
 
 
-@needs_vq_kernel
-@pytest.mark.parametrize("d, size, gs, n, k, rows", VNNI_CASES)
-def test_vector_vnni_kernel_matches_eager(d, size, gs, n, k, rows):
+@needs_nibble_kernel
+@pytest.mark.parametrize("d, size, gs, n, k, rows", NIBBLE_CASES)
+def test_vector_nibble_kernel_matches_eager(d, size, gs, n, k, rows):
     qw = quantize_vector(torch.randn(n, k) * torch.logspace(-1, 1, n).unsqueeze(1), d, size, gs)
-    out, ref, x = _kernel_output(qw, rows)
+    out, ref, x, code = _compiled(qw, rows)
+    assert "cpp_torchlite_vq_vnni" in code, "decode calls with float32 activations run the VQ kernel"
     assert ((out - ref).abs() <= parts_error_bound(qw.dequantize(), x, 2)).all()
 
 
-@needs_vq_kernel
-def test_vector_vnni_kernel_is_exact_for_codebooks_off_the_grid():
+@needs_nibble_kernel
+def test_vector_nibble_kernel_is_exact_for_codebooks_off_the_grid():
     """A codebook torchlite did not snap to the int8 grid takes the kernel's float loop, not a rounded table."""
-    qw = quantize_vector(torch.randn(48, 256), 4, 64)
+    qw = quantize_vector(torch.randn(48, 256), 4, 16)
     qw.codebook = qw.codebook + 1e-3 * torch.randn(qw.codebook.shape)
-    out, ref, _ = _kernel_output(qw, 2)
+    out, ref, _, code = _compiled(qw, 2)
+    assert "cpp_torchlite_vq_vnni" in code
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
+
+
+@needs_tile_kernel
+@pytest.mark.parametrize("d, size, gs, n, k, rows", TILE_CASES)
+def test_vector_tile_kernel_matches_eager(d, size, gs, n, k, rows):
+    qw = quantize_vector(torch.randn(n, k) * torch.logspace(-1, 1, n).unsqueeze(1), d, size, gs)
+    qw.codebook = qw.codebook + 1e-3 * torch.randn(qw.codebook.shape)  # any codebook: no grid needed
+    out, ref, x, code = _compiled(qw, rows)
+    assert "cpp_torchlite_vq_lut" in code, "decode calls with float32 activations run the tiled VQ kernel"
+    bound = lut_error_bound(qw, x)
+    assert ((out - ref).abs() <= bound).all()
+    assert bound.max() < 1e-3 * ref.abs().max(), "the tables keep ~15 bits"
+
+
+def test_vector_tile_kernel_leaves_groups_that_split_a_tile_to_the_generated_reduction():
+    qw = quantize_vector(torch.randn(96, 64), 4, 32, 48)
+    out, ref, _, code = _compiled(qw, 1)
+    assert "cpp_torchlite_vq_lut" not in code
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from torchlite.quant.log import levels, quantize_log
-from torchlite.quant.vector import quantize_vector, unpack_codes
+from torchlite.quant.vector import quantize_vector
 
 log_configs = st.one_of(
     st.builds(lambda b: (b, None, "channel"), st.integers(3, 8)),
@@ -74,7 +74,7 @@ def test_vector_codes_are_nearest_and_deterministic(case):
         return
     qw = quantize_vector(w, d, size, gs, seed=seed)
     n, rows = w.shape[0], gs or w.shape[0]
-    codes = (unpack_codes(qw.qdata, w.shape[1] // d) if size <= 16 else qw.qdata).long()
+    codes = qw.codes().long()
     scaled = w / qw.scale
     for g, start in enumerate(range(0, n, rows)):
         v = scaled[start : start + rows].reshape(-1, d).double()

@@ -4,13 +4,11 @@ import pytest
 import torch
 
 from torchlite import TorchliteError
-from torchlite.quant.vector import pack_codes, quantize_vector, row_scales, snap_to_grid, unpack_codes
+from torchlite.quant.vector import pack_codes, quantize_vector, row_scales, snap_to_grid, tile_codes, unpack_codes, untile_codes
 
 
 def _codes(qw):
-    d, size = qw.vector_dim, qw.codebook.shape[1]
-    count = qw.in_features // d
-    return unpack_codes(qw.qdata, count) if size <= 16 else qw.qdata
+    return qw.codes()
 
 
 def _assert_nearest(w, qw):
@@ -94,13 +92,17 @@ def test_kmeans_beats_its_seeding():
 
 def test_storage_and_bits_per_weight():
     w = torch.randn(32, 40)
-    q8 = quantize_vector(w, 4, 256)
-    assert q8.qdata.shape == (32, 10) and q8.qdata.dtype == torch.uint8 and q8.bits == 8
-    assert q8.nbytes * 8 == 32 * 10 * 8 + 256 * 4 * 32 + 32 * 32  # codes, codebook, row scales
+    q8 = quantize_vector(w, 4, 256)  # byte codes: one 64-row tile, rows 32..63 zero padding
+    assert q8.qdata.shape == (1, 10, 64) and q8.qdata.dtype == torch.uint8 and q8.bits == 8
+    assert q8.nbytes * 8 == 64 * 10 * 8 + 256 * 4 * 32 + 32 * 32  # codes (stored tile), codebook, row scales
+    assert q8.qdata[:, :, 32:].eq(0).all() and torch.equal(q8.qdata[0, 3, 5], q8.codes()[5, 3])
     q4 = quantize_vector(w, 8, 16)  # 5 codes per row: packed into 3 bytes
     assert q4.qdata.shape == (32, 3) and q4.bits == 4
     codes = torch.randint(0, 16, (3, 7), dtype=torch.uint8)
     assert torch.equal(unpack_codes(pack_codes(codes), 7), codes)
+    rows = torch.randint(0, 256, (130, 7), dtype=torch.uint8)
+    tiles = tile_codes(rows)
+    assert tiles.shape == (3, 7, 64) and torch.equal(tiles[2, 4, 1], rows[129, 4]) and torch.equal(untile_codes(tiles, 130), rows)
     assert pack_codes(codes)[0, 0].item() == codes[0, 0].item() | codes[0, 1].item() << 4
 
 

@@ -1,15 +1,17 @@
 """Inductor lowerings of `torchlite::qlinear_vector` and `torchlite::dequantize_vector`.
 
 Decode shapes: one reduction per (output row n, activation row m) over (sub-vector j, element t)
-that loads the code of sub-vector j (unpacking the nibble when C <= 16), gathers element t of its
-centroid from the small codebook (indirect indexing; it stays in cache) and multiplies it with the
-activation: the sum over sub-vectors of dot(codebook[code], x_sub); the row scale multiplies the
-finished sum. No dequantized weight is written.
-(Flattening the reduction to one loop over K was 4x slower.) Where the CPU has AVX512-VNNI and
-VBMI, decode calls run the hand-written `csrc/vq_vnni.cpp` instead: codes become weight bytes by
-in-register table lookups (the codebooks are on an int8 grid, `quant.vector.snap_to_grid`) and meet
-the activations in int8 dot products, as in `vnni.py`. Other shapes gather Ŵ into a temporary and use
-Inductor's GEMM (see `inductor.quant.weight_only_linear`).
+that loads the code of sub-vector j (unpacking the nibble when C <= 16, reading the tile when not),
+gathers element t of its centroid from the small codebook (indirect indexing; it stays in cache) and
+multiplies it with the activation: the sum over sub-vectors of dot(codebook[code], x_sub); the row
+scale multiplies the finished sum. No dequantized weight is written.
+(Flattening the reduction to one loop over K was 4x slower.) Where the CPU has AVX-512 VBMI, decode
+calls run hand-written kernels instead. Nibble codes (C <= 16): `csrc/vq_vnni.cpp` (also VNNI) turns
+codes into weight bytes by in-register table lookups (the codebooks are on an int8 grid,
+`quant.vector.snap_to_grid`) that meet the activations in int8 dot products, as in `vnni.py`. Byte
+codes (64-row tiles): `csrc/vq_lut.cpp` looks up per-call tables of the activations' dot products with
+every centroid, 64 rows per lookup. Other shapes gather Ŵ into a temporary and use Inductor's GEMM
+(see `inductor.quant.weight_only_linear`).
 """
 from __future__ import annotations
 
@@ -19,11 +21,13 @@ from torch._inductor.lowering import register_lowering
 from torch._inductor.virtualized import ops
 
 from ..ops import vector as _ops  # noqa: F401  (the ops must exist before we register lowerings)
+from ..quant.vector import TILE_ROWS
 from . import vnni
 from .cpp_kernel import call, source, static_int, takes_decode_call
 from .quant import weight_only_linear
 
-KERNEL_FLAGS = {"avx512_vnni", "avx512bw", "avx512vbmi"}
+NIBBLE_KERNEL_FLAGS = {"avx512_vnni", "avx512bw", "avx512vbmi"}
+TILE_KERNEL_FLAGS = {"avx512bw", "avx512vbmi"}
 
 
 class _Codes:
@@ -36,7 +40,7 @@ class _Codes:
 
     def code(self, n, j):
         if self.size > 16:
-            return ops.to_dtype(self.q([n, j]), torch.int32)
+            return ops.to_dtype(self.q([n // TILE_ROWS, j, n % TILE_ROWS]), torch.int32)
         byte = ops.to_dtype(self.q([n, j // 2]), torch.int32)
         shift = ops.index_expr(4 * (j % 2), torch.int32)
         return ops.bitwise_and(ops.bitwise_right_shift(byte, shift), ops.constant(15, torch.int32))
@@ -58,25 +62,28 @@ def _dequantized(qdata, scale, codebook, group_size, in_features, dtype):
         n, k = index
         return ops.to_dtype(ops.mul(w.centroid(n, k // w.d, k % w.d), w.scale(n)), dtype)
 
-    ranges = [qdata.get_size()[0], in_features]
+    ranges = [scale.get_size()[0], in_features]
     return ir.Pointwise.create(device=qdata.get_device(), dtype=dtype, inner_fn=inner, ranges=ranges)
 
 
 def vnni_kernel(x2, m_rows, w: _Codes, qdata, codebook, n_out, in_features: int):
-    """sums [N, M] from `csrc/vq_vnni.cpp`, or None where it cannot take the call (CPU flags, float32
-    activations, static shapes)."""
-    if not (takes_decode_call(x2, m_rows, KERNEL_FLAGS) and static_int(n_out)):
+    """sums [N, M] from `csrc/vq_vnni.cpp` (nibble codes) or `csrc/vq_lut.cpp` (tiled byte codes), or None
+    where neither can take the call (CPU flags, float32 activations, static shapes, codebook groups that
+    are not whole tiles)."""
+    nibbles = w.size <= 16
+    if not (takes_decode_call(x2, m_rows, NIBBLE_KERNEL_FLAGS if nibbles else TILE_KERNEL_FLAGS) and static_int(n_out)):
         return None
-    j = in_features // w.d
-    codes_per_step = 128 if w.size <= 16 else 64
+    j, groups = in_features // w.d, int(codebook.get_size()[0])
     defines = {
-        "M_ROWS": int(m_rows), "N_OUT": int(n_out), "K_IN": in_features, "J": j, "D": w.d, "C": w.size,
-        "KP": -(-j // codes_per_step) * codes_per_step * w.d, "G": int(codebook.get_size()[0]),
-        "GROUP_ROWS": w.group_size or int(n_out), "NIBBLES": int(w.size <= 16),
-        "PARTS": vnni.weight_only_parts(narrow_codes=True),
-        "STATIC_X_SCALE": 0,
+        "M_ROWS": int(m_rows), "N_OUT": int(n_out), "J": j, "D": w.d, "C": w.size, "G": groups,
+        "GROUP_ROWS": w.group_size or int(n_out),
     }
     arg_types = ["const float*", "const uint8_t*", "const float*", "float*"]
+    if not nibbles:
+        if groups > 1 and w.group_size % TILE_ROWS:
+            return None
+        return call([x2, qdata, codebook], [n_out, m_rows], source("vq_lut.cpp"), defines, arg_types, "vq_lut")
+    defines |= {"K_IN": in_features, "KP": -(-j // 128) * 128 * w.d, "PARTS": vnni.weight_only_parts(narrow_codes=True), "STATIC_X_SCALE": 0}
     src = source("activation_parts.h") + source("vq_vnni.cpp")
     return call([x2, qdata, codebook], [n_out, m_rows], src, defines, arg_types, "vq_vnni")
 
@@ -84,7 +91,7 @@ def vnni_kernel(x2, m_rows, w: _Codes, qdata, codebook, n_out, in_features: int)
 @register_lowering(torch.ops.torchlite.qlinear_vector.default, type_promotion_kind=None)
 def _qlinear_vector(x, qdata, scale, codebook, bias, group_size, in_features):
     w = _Codes(qdata, scale, codebook, group_size)
-    n_out = qdata.get_size()[0]
+    n_out = scale.get_size()[0]
 
     def fused_sum(x2, m_rows):
         sums = vnni_kernel(x2, m_rows, w, qdata, codebook, n_out, in_features)

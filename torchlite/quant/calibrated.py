@@ -16,7 +16,7 @@ import torch
 from ..calibration import InputStats, activation_scale
 from .linear import QuantizedWeight, encode, expand, padded, qrange, quantize_weight, scales_for
 from .log import LogQuantizedWeight, check_bits, code_values, encode_log, log_scales, round_log
-from .vector import VectorQuantizedWeight, encode_vector, nearest_codes, quantize_vector
+from .vector import VectorQuantizedWeight, encode_vector, nearest_codes, quantize_vector, store_codes
 
 AWQ_ALPHAS = tuple(i / 20 for i in range(21))  # alpha = 0: no scaling (plain RTN)
 
@@ -152,7 +152,11 @@ def _keep_better_rows(weight, stats, a, b):
         return a if ea <= eb else b
     take_b = row_errors(weight, b.dequantize(), stats.covariance) < row_errors(weight, a.dequantize(), stats.covariance)
     pick = lambda x, y: torch.where(take_b[:, None], y, x)  # noqa: E731
-    changes = {"qdata": pick(a.qdata, b.qdata), "scale": pick(a.scale, b.scale)}
+    if a.scheme == "vector":  # codes picked per row, then stored in their layout again
+        qdata = store_codes(pick(a.codes(), b.codes()), a.codebook.shape[1])
+    else:
+        qdata = pick(a.qdata, b.qdata)
+    changes = {"qdata": qdata, "scale": pick(a.scale, b.scale)}
     if a.zero is not None:
         changes["zero"] = pick(a.zero, b.zero)
     return dataclasses.replace(a, **changes)

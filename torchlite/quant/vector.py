@@ -14,11 +14,13 @@ with its nearest centroid in the stored float32 codebook. When a group has at mo
 sub-vectors, they are the codebook (padded with copies of the first, not snapped) and the
 reconstruction is exact. The result is a pure function of (W, d, C, group_size, seed).
 
-Storage (what the kernels read): `qdata` holds the codes of W's J = K/d sub-vectors per row, uint8
-[N, J], or, when C <= 16, two per byte [N, ceil(J/2)] (code 2i in the low nibble of byte i, code
-2i+1 in the high one; an odd J leaves a zero high nibble); `scale` float32 [N, 1]; `codebook`
-float32 [G, C, d]. Bits per weight: log2(C)/d for the codes plus 32·(G·C·d + N) / (N·K) for the
-codebooks and scales.
+Storage (what the kernels read): `qdata` holds the codes of W's J = K/d sub-vectors per row. When
+C <= 16, two per byte, row-major [N, ceil(J/2)] (code 2i in the low nibble of byte i, code 2i+1 in the
+high one; an odd J leaves a zero high nibble). Otherwise one byte each, in 64-row tiles
+[ceil(N/64), J, 64]: tile t, position j holds the codes of sub-vector j of rows 64t..64t+63 (rows past
+N are zero), so the decode kernel looks up 64 rows' dot-product table entries at once
+(csrc/vq_lut.cpp). `scale` float32 [N, 1]; `codebook` float32 [G, C, d]. Bits per weight: log2(C)/d
+for the codes plus 32·(G·C·d + N) / (N·K) for the codebooks and scales.
 """
 from __future__ import annotations
 
@@ -47,7 +49,7 @@ class VectorQuantizedWeight:
 
     @property
     def out_features(self) -> int:
-        return self.qdata.shape[0]
+        return self.scale.shape[0]
 
     @property
     def vector_dim(self) -> int:
@@ -57,6 +59,10 @@ class VectorQuantizedWeight:
     def bits(self) -> int:
         """Bits of one code."""
         return code_bits(self.codebook.shape[1])
+
+    def codes(self) -> torch.Tensor:
+        """The codes as uint8 [N, J]."""
+        return stored_codes_to_rows(self.qdata, self.codebook.shape[1], self.out_features, self.in_features // self.vector_dim)
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         return dequantize_vector(self.qdata, self.scale, self.codebook, self.group_size, self.in_features, dtype)
@@ -164,8 +170,7 @@ def encode_vector(weight: torch.Tensor, scale: torch.Tensor, codebook: torch.Ten
     """W[N, K] coded with the nearest centroid of each scaled sub-vector (given scales [N, 1] and codebooks)."""
     n, k = weight.shape
     codes = nearest_codes(weight.detach().float(), scale, codebook, group_size).to(torch.uint8)
-    qdata = pack_codes(codes) if codebook.shape[1] <= 16 else codes.contiguous()
-    return VectorQuantizedWeight(qdata, scale, codebook, group_size, k)
+    return VectorQuantizedWeight(store_codes(codes, codebook.shape[1]), scale, codebook, group_size, k)
 
 
 def nearest_codes(w: torch.Tensor, scale: torch.Tensor, codebook: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -183,6 +188,31 @@ def row_scales(weight: torch.Tensor) -> torch.Tensor:
     """float32 [N, 1]: per row, the power of two nearest its RMS (1 for an all-zero row)."""
     rms = weight.detach().float().pow(2).mean(dim=1, keepdim=True).sqrt()
     return torch.where(rms > 0, torch.exp2(torch.round(torch.log2(rms))), torch.ones_like(rms)).contiguous()
+
+
+TILE_ROWS = 64
+
+
+def store_codes(codes: torch.Tensor, codebook_size: int) -> torch.Tensor:
+    """uint8 codes [N, J] in their storage layout: two per byte (C <= 16) or 64-row tiles."""
+    return pack_codes(codes) if codebook_size <= 16 else tile_codes(codes)
+
+
+def stored_codes_to_rows(qdata: torch.Tensor, codebook_size: int, rows: int, count: int) -> torch.Tensor:
+    """Inverse of store_codes: codes [rows, count]."""
+    return unpack_codes(qdata, count) if codebook_size <= 16 else untile_codes(qdata, rows)
+
+
+def tile_codes(codes: torch.Tensor) -> torch.Tensor:
+    """[N, J] -> [ceil(N/64), J, 64]: per tile of 64 rows, position-major (rows past N zero)."""
+    n, count = codes.shape
+    padded = torch.nn.functional.pad(codes, (0, 0, 0, -n % TILE_ROWS))
+    return padded.reshape(-1, TILE_ROWS, count).transpose(1, 2).contiguous()
+
+
+def untile_codes(qdata: torch.Tensor, rows: int) -> torch.Tensor:
+    """Inverse of tile_codes: the first `rows` rows, [rows, J]."""
+    return qdata.transpose(1, 2).reshape(-1, qdata.shape[1])[:rows]
 
 
 def pack_codes(codes: torch.Tensor) -> torch.Tensor:
@@ -203,8 +233,8 @@ def dequantize_vector(
 ) -> torch.Tensor:
     """The reference dequantization: W[n, j·d + t] = scale[n] · codebook[n // group_size, code[n, j], t]."""
     groups, size, d = codebook.shape
-    n, count = qdata.shape[0], in_features // d
-    codes = unpack_codes(qdata, count) if size <= 16 else qdata
+    n = scale.shape[0]
+    codes = stored_codes_to_rows(qdata, size, n, in_features // d)
     rows = torch.arange(n, device=qdata.device)
     group = rows // group_size if group_size else torch.zeros_like(rows)
     w = codebook[group.unsqueeze(1), codes.long()]  # [N, J, d]

@@ -1,24 +1,24 @@
-// Decode-shaped linear over vector-quantized weights (torchlite.quant.vector) with byte lookups and
-// AVX512-VNNI dot products, without the row scale (the caller's epilogue applies it).
+// Decode-shaped linear over vector-quantized weights in nibble codes (torchlite.quant.vector, at most 16
+// centroids, two codes per byte) with byte lookups and AVX512-VNNI dot products, without the row scale
+// (the caller's epilogue applies it). Byte codes take csrc/vq_lut.cpp.
 // torchlite/inductor/vector.py prepends activation_parts.h and the #defines: M_ROWS, N_OUT, K_IN,
-// KP, J, D, C, G, GROUP_ROWS, NIBBLES, PARTS, STATIC_X_SCALE.
+// KP, J, D, C, G, GROUP_ROWS, PARTS, STATIC_X_SCALE.
 //
 // torchlite snaps every k-means codebook to an int8 grid: each centroid element is b·s_g with b an
 // integer in ±127 and s_g a power of two per codebook. Per call, each codebook becomes D byte tables
-// u = b + 128 (one per centroid element, 256 entries); a step reads 64 codes (128 when two share a
-// byte) and turns them into D vectors of 64 weight bytes with vpermb / vpermi2b lookups (two merge-
-// masked ones for 256 centroids), which vpdpbusd multiplies with the activations' int8 parts. So
+// u = b + 128 (one per centroid element); a step reads 128 codes (64 bytes) and turns them into 2·D
+// vectors of 64 weight bytes with vpermb lookups, which vpdpbusd multiplies with the activations' int8 parts. So
 // out[n, m] = s_g · (Σ_p s_p·Σ u·q_p − 128·Σ x̂), as in vnni_gemv.cpp. The activations are stored per
 // step in lookup order: for each code vector v and element c, the 64 inputs its weights meet.
 // A codebook that is not on such a grid (not made by torchlite's k-means) gets an exact float loop.
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,fma")
 #include <cmath>
 
-constexpr int64_t CPS = NIBBLES ? 128 : 64;            // codes per step (one 64-byte load)
-constexpr int64_t VECS = NIBBLES ? 2 : 1;              // code vectors per step
+constexpr int64_t CPS = 128;                           // codes per step (one 64-byte load)
+constexpr int64_t VECS = 2;                            // code vectors per step (low and high nibbles)
 constexpr int64_t STEPS = (J + CPS - 1) / CPS;
-constexpr int64_t ROW_BYTES = NIBBLES ? (J + 1) / 2 : J;
-constexpr int NT = C <= 64 ? 1 : C <= 128 ? 2 : 4;     // 64-byte table vectors per centroid element
+constexpr int64_t ROW_BYTES = (J + 1) / 2;
+static_assert(C <= 16, "nibble codes");
 constexpr int A = D % 2 == 0 ? 2 : 1;                  // accumulators per part (latency)
 constexpr int64_t MC = M_ROWS % 2 == 0 ? 2 : 1;        // activation rows per pass over a weight row
 static_assert(KP == STEPS * CPS * D, "activations are padded to whole steps");
@@ -29,7 +29,7 @@ struct Scratch {
     alignas(64) int8_t q[PARTS][M_ROWS * KP];  // activation parts in lookup order
     alignas(64) int8_t natural[PARTS][KP];     // one row's parts in input order
     alignas(64) float rest[KP];
-    alignas(64) uint8_t table[G][D][NT * 64];  // u = b + 128 per codebook, element, centroid
+    alignas(64) uint8_t table[G][D][64];       // u = b + 128 per codebook, element, centroid
     float scale[M_ROWS][PARTS];
     float sum[M_ROWS];                         // Σ x̂ per activation row
     float book_scale[G];
@@ -51,7 +51,7 @@ static void build_tables(const float* codebook, Scratch& a) {
         const float s = grid_step(top);
         bool exact = true;
         for (int64_t t = 0; t < D; ++t)
-            for (int64_t c = 0; c < NT * 64; ++c) {
+            for (int64_t c = 0; c < 64; ++c) {
                 float b = c < C ? cb[c * D + t] / s : 0.f;
                 exact = exact && b == std::nearbyint(b);
                 a.table[g][t][c] = (uint8_t)((int)std::nearbyint(b) + 128);
@@ -70,7 +70,7 @@ static void quantize_activations(const float* x, Scratch& a) {
                     for (int64_t t = 0; t < D; ++t) {
                         int8_t* dst = a.q[p] + m * KP + ((s * VECS + v) * D + t) * 64;
                         for (int64_t i = 0; i < 64; ++i) {
-                            const int64_t j = s * CPS + (NIBBLES ? 2 * i + v : i);
+                            const int64_t j = s * CPS + 2 * i + v;
                             dst[i] = a.natural[p][j * D + t];
                         }
                     }
@@ -78,22 +78,12 @@ static void quantize_activations(const float* x, Scratch& a) {
     }
 }
 
-static inline __m512i lookup(const __m512i* t, __m512i idx, __mmask64 high) {
-    if (NT == 1) return _mm512_permutexvar_epi8(idx, t[0]);
-    if (NT == 2) return _mm512_permutex2var_epi8(t[0], idx, t[1]);
-    // 256 centroids: the upper half's permute fills the lanes of codes >= 128 and leaves the others'
-    // codes in place (vpermi2b's merge keeps the index), which the lower half's permute then fills:
-    // two operations per element, no blend
-    const __m512i upper = _mm512_mask2_permutex2var_epi8(t[2], idx, high, t[3]);
-    return _mm512_mask2_permutex2var_epi8(t[0], upper, (__mmask64)~high, t[1]);
-}
-
 // Exact float sums for a codebook off the int8 grid.
 static void float_row(const float* x, const uint8_t* row, const float* cb, float* out) {
     for (int64_t m = 0; m < M_ROWS; ++m) {
         float total = 0.f;
         for (int64_t j = 0; j < J; ++j) {
-            const int code = NIBBLES ? (row[j / 2] >> (4 * (j % 2))) & 15 : row[j];
+            const int code = (row[j / 2] >> (4 * (j % 2))) & 15;
             for (int64_t t = 0; t < D; ++t) total += cb[code * D + t] * x[m * K_IN + j * D + t];
         }
         out[m] = total;
@@ -118,9 +108,8 @@ extern "C" void kernel(const float* x, const uint8_t* codes, const float* codebo
                 for (int64_t m = 0; m < M_ROWS; ++m) out[n * M_ROWS + m] = sums[m];
                 continue;
             }
-            __m512i t[D][NT];
-            for (int64_t e = 0; e < D; ++e)
-                for (int i = 0; i < NT; ++i) t[e][i] = _mm512_load_si512(a.table[g][e] + i * 64);
+            __m512i t[D];
+            for (int64_t e = 0; e < D; ++e) t[e] = _mm512_load_si512(a.table[g][e]);
             for (int64_t m0 = 0; m0 < M_ROWS; m0 += MC) {
                 __m512i acc[MC][PARTS][A];
                 for (int64_t m = 0; m < MC; ++m)
@@ -131,18 +120,11 @@ extern "C" void kernel(const float* x, const uint8_t* codes, const float* codebo
                     if (m0 == 0) prefetch_codes(row + s * 64);  // one line per 64-byte step
                     const __m512i raw = left >= 64 ? _mm512_loadu_si512(row + s * 64)
                                                    : _mm512_maskz_loadu_epi8((__mmask64)((1ull << left) - 1), row + s * 64);
-                    __m512i idx[VECS];
-                    if (NIBBLES) {
-                        const __m512i low4 = _mm512_set1_epi8(0x0F);
-                        idx[0] = _mm512_and_si512(raw, low4);
-                        idx[VECS - 1] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), low4);
-                    } else {
-                        idx[0] = raw;
-                    }
+                    const __m512i low4 = _mm512_set1_epi8(0x0F);
+                    const __m512i idx[VECS] = {_mm512_and_si512(raw, low4), _mm512_and_si512(_mm512_srli_epi16(raw, 4), low4)};
                     for (int64_t v = 0; v < VECS; ++v) {
-                        const __mmask64 high = NT == 4 ? _mm512_movepi8_mask(idx[v]) : 0;
                         for (int64_t e = 0; e < D; ++e) {
-                            const __m512i w = lookup(t[e], idx[v], high);
+                            const __m512i w = _mm512_permutexvar_epi8(idx[v], t[e]);
                             for (int64_t m = 0; m < MC; ++m)
                                 for (int p = 0; p < PARTS; ++p) {
                                     const int8_t* xq = a.q[p] + (m0 + m) * KP + ((s * VECS + v) * D + e) * 64;
