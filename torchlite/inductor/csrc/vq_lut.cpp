@@ -23,8 +23,7 @@ constexpr int64_t TILES = (N_OUT + 63) / 64;
 constexpr int NT = C <= 64 ? 1 : C <= 128 ? 2 : 4;     // 64-byte table vectors per part
 constexpr int64_t TABLE = 2 * NT * 64;                 // bytes of one position's two parts
 constexpr int64_t TILES_PER_GROUP = G == 1 ? TILES : GROUP_ROWS / 64;
-constexpr int64_t TB = 4;                              // tiles sharing one table load (4 code streams)
-constexpr int64_t BLOCKS_PER_GROUP = (TILES_PER_GROUP + TB - 1) / TB;
+constexpr int64_t TB = 4;                              // tiles sharing one table load (4 code streams; 2 and 6 were slower)
 constexpr int64_t CHUNK = 256;                         // positions per 16-bit sum (255 · 256 < 2^16)
 constexpr int64_t PREFETCH_BYTES = 8192;               // codes requested into L2 this far ahead
 static_assert(G == 1 || GROUP_ROWS % 64 == 0, "codebook groups are whole tiles");
@@ -158,14 +157,19 @@ extern "C" void kernel(const float* x, const uint8_t* codes, const float* codebo
     {
         #pragma omp for schedule(static)
         for (int64_t i = 0; i < M_ROWS * G * J; ++i) build_table(x, cbt, tab, i / (G * J), i / J % G, i % J);
-        #pragma omp for schedule(static)
-        for (int64_t b = 0; b < G * BLOCKS_PER_GROUP; ++b) {
-            const int64_t g = b / BLOCKS_PER_GROUP, t0 = g * TILES_PER_GROUP + b % BLOCKS_PER_GROUP * TB;
-            const int64_t tb = std::min(TB, std::min((g + 1) * TILES_PER_GROUP, TILES) - t0);
-            for (int64_t m = 0; m < M_ROWS; ++m) {
-                if (tb == TB) tiles<TB>(codes, tab, m, g, t0, out);
-                else for (int64_t u = 0; u < tb; ++u) tiles<1>(codes, tab, m, g, t0 + u, out);
+        // each thread an equal share of the tiles, in blocks of up to TB that stay within one codebook group
+        const int64_t threads = omp_get_num_threads(), id = omp_get_thread_num();
+        const int64_t last = TILES * (id + 1) / threads;
+        for (int64_t t0 = TILES * id / threads; t0 < last;) {
+            const int64_t g = t0 / TILES_PER_GROUP;
+            const int64_t tb = std::min(TB, std::min(last, (g + 1) * TILES_PER_GROUP) - t0);
+            for (int64_t m = 0; m < M_ROWS; ++m) switch (tb) {
+                case 4: tiles<4>(codes, tab, m, g, t0, out); break;
+                case 3: tiles<3>(codes, tab, m, g, t0, out); break;
+                case 2: tiles<2>(codes, tab, m, g, t0, out); break;
+                default: tiles<1>(codes, tab, m, g, t0, out);
             }
+            t0 += tb;
         }
     }
 }
