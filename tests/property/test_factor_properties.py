@@ -44,8 +44,8 @@ def test_error_never_increases_with_rank(layer):
     svd, white = decompose(w, "svd"), decompose(w, "whiten", stats)
     weight_errs = [weight_error(w, _approx(svd, r)) for r in range(1, svd.max_rank + 1)]
     output_errs = [output_error(w, _approx(white, r), stats) for r in range(1, white.max_rank + 1)]
-    for errs in (weight_errs, output_errs):
-        assert all(b <= a + 1e-9 for a, b in zip(errs, errs[1:]))
+    for errs in (weight_errs, output_errs):  # relative errors of float32 factors: rounding moves them by ~1e-8
+        assert all(b <= a + 1e-6 for a, b in zip(errs, errs[1:])), [b - a for a, b in zip(errs, errs[1:])]
 
 
 @settings(max_examples=60, deadline=None)
