@@ -8,8 +8,9 @@
 // per table set (u = round(P / S1) + 128, then the rest in steps of S2 = S1 / 254): ~15 bits. The codes
 // are stored in 64-row tiles ([ceil(N/64), J, 64]: the 64 rows' codes of one position are one 64-byte
 // vector), so one in-register lookup (vpermb / vpermi2b, two merge-masked ones for 256 entries) serves
-// the 64 rows at once: out[n] = Σ_j P[j, code[n, j]], whatever D is. Sums run in 16-bit lanes (even and
-// odd rows apart) for 256 positions at a time, then widen to 32 bits.
+// the 64 rows at once: out[n] = Σ_j P[j, code[n, j]], whatever D is. Sums run in 16-bit lanes for 256
+// positions at a time (the word sums wrap; the odd rows' bytes are summed apart, which recovers the even
+// rows' sums exactly), then widen to 32 bits.
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi,fma")
 #include <immintrin.h>
 #include <omp.h>
@@ -93,7 +94,7 @@ static inline __m512i lookup(const __m512i* t, __m512i idx, __mmask64 high) {
     return _mm512_mask2_permutex2var_epi8(t[0], upper, (__mmask64)~high, t[1]);
 }
 
-// Sums of `tb` tiles (from tile t0, codebook g) for activation row m into out.
+// Sums of N_TILES tiles (from tile t0, codebook g) for activation row m into out.
 template <int64_t N_TILES>
 static void tiles(const uint8_t* codes, const Tables& tab, int64_t m, int64_t g, int64_t t0, float* out) {
     int32_t total[N_TILES][2][2][32] = {};  // [tile][part][even / odd row][row pair]
