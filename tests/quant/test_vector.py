@@ -7,15 +7,11 @@ from torchlite import TorchliteError
 from torchlite.quant.vector import pack_codes, quantize_vector, row_scales, snap_to_grid, tile_codes, unpack_codes, untile_codes
 
 
-def _codes(qw):
-    return qw.codes()
-
-
 def _assert_nearest(w, qw):
     """Every scaled sub-vector's stored code is a nearest centroid of its codebook (float64 distances)."""
     n, k = w.shape
     d, rows = qw.vector_dim, qw.group_size or n
-    codes = _codes(qw).long()
+    codes = qw.codes().long()
     scaled = w / qw.scale
     for g, start in enumerate(range(0, n, rows)):
         v = scaled[start : start + rows].reshape(-1, d).double()

@@ -26,7 +26,7 @@ from torch.utils._sympy.functions import FloorDiv, ModularIndexing
 from ..ops import sparse as _ops  # noqa: F401  (the op must exist before we register its lowering)
 from ..sparse.nm import group_block, index_columns, index_layout, offset_bits, pair_code_column
 from . import vnni
-from .cpp_kernel import call, source, static_int, takes_decode_call
+from .cpp_kernel import call, static_int, takes_decode_call
 from .quant import FUSED_MAX_ROWS, matrix_rows, row_sums
 
 aten = torch.ops.aten
@@ -129,7 +129,7 @@ def _vnni_sums(x2, m_rows, values, indices, n: int, m: int, in_features: int):
         "GROUPS": groups, "CODE_BYTES": index_columns(n, m, groups), "PARTS": vnni.weight_only_parts(narrow_codes=False),
         "STATIC_X_SCALE": 0,
     }
-    src = source("activation_parts.h") + source("nm_vnni.cpp")
+    src = vnni.kernel_source("nm_vnni.cpp")
     return call([x2, values, indices], [n_out, m_rows], src, defines, ["const float*", "const int8_t*", "const uint8_t*", "float*"], "nm_vnni")
 
 

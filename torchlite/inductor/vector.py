@@ -66,7 +66,7 @@ def _dequantized(qdata, scale, codebook, group_size, in_features, dtype):
     return ir.Pointwise.create(device=qdata.get_device(), dtype=dtype, inner_fn=inner, ranges=ranges)
 
 
-def vnni_kernel(x2, m_rows, w: _Codes, qdata, codebook, n_out, in_features: int):
+def decode_kernel(x2, m_rows, w: _Codes, qdata, codebook, n_out, in_features: int):
     """sums [N, M] from `csrc/vq_vnni.cpp` (nibble codes) or `csrc/vq_lut.cpp` (tiled byte codes), or None
     where neither can take the call (CPU flags, float32 activations, static shapes, codebook groups that
     are not whole tiles)."""
@@ -82,10 +82,9 @@ def vnni_kernel(x2, m_rows, w: _Codes, qdata, codebook, n_out, in_features: int)
     if not nibbles:
         if groups > 1 and w.group_size % TILE_ROWS:
             return None
-        return call([x2, qdata, codebook], [n_out, m_rows], source("vq_lut.cpp"), defines, arg_types, "vq_lut")
+        return call([x2, qdata, codebook], [n_out, m_rows], source("prefetch.h") + source("vq_lut.cpp"), defines, arg_types, "vq_lut")
     defines |= {"K_IN": in_features, "KP": -(-j // 128) * 128 * w.d, "PARTS": vnni.weight_only_parts(narrow_codes=True), "STATIC_X_SCALE": 0}
-    src = source("activation_parts.h") + source("vq_vnni.cpp")
-    return call([x2, qdata, codebook], [n_out, m_rows], src, defines, arg_types, "vq_vnni")
+    return call([x2, qdata, codebook], [n_out, m_rows], vnni.kernel_source("vq_vnni.cpp"), defines, arg_types, "vq_vnni")
 
 
 @register_lowering(torch.ops.torchlite.qlinear_vector.default, type_promotion_kind=None)
@@ -94,7 +93,7 @@ def _qlinear_vector(x, qdata, scale, codebook, bias, group_size, in_features):
     n_out = scale.get_size()[0]
 
     def fused_sum(x2, m_rows):
-        sums = vnni_kernel(x2, m_rows, w, qdata, codebook, n_out, in_features)
+        sums = decode_kernel(x2, m_rows, w, qdata, codebook, n_out, in_features)
         if sums is not None:
             return sums
         xl = x2.make_loader()

@@ -52,6 +52,11 @@ def byte_table(values: torch.Tensor) -> tuple[list[int], float, float]:
     return u.tolist() + [0] * (16 - len(u)), offset, value_scale
 
 
+def kernel_source(name: str) -> str:
+    """The source of a VNNI kernel in csrc/: prefetch.h and activation_parts.h, then `name`."""
+    return source("prefetch.h") + source("activation_parts.h") + source(name)
+
+
 def weight_only_parts(narrow_codes: bool) -> int:
     """Int8 parts the activations of a weight-only call are split into (activation_parts.h). Two (~15 bits)
     leave at most max|x| / (4·127²) per activation, three orders of magnitude below the rounding of codes
@@ -79,4 +84,4 @@ def vnni_sums(x2, qdata, scale, zero, *, in_features: int, kp: int, nibbles: boo
     }
     # pointers the kernel never reads (no zero points, no static scale) get the codes / scales again
     inputs = [x2, qdata, scale, zero if zero is not None else qdata, x_scale if x_scale is not None else scale]
-    return call(inputs, [n_out, m_rows], source("activation_parts.h") + source("vnni_gemv.cpp"), defines, ARG_TYPES, "vnni_gemv")
+    return call(inputs, [n_out, m_rows], kernel_source("vnni_gemv.cpp"), defines, ARG_TYPES, "vnni_gemv")

@@ -1,5 +1,5 @@
-// What the VNNI kernels (vnni_gemv.cpp, vq_vnni.cpp) share, prepended to their source: activations as
-// int8 parts, the order a thread reads its weight rows in, and how far ahead codes are prefetched.
+// What the VNNI kernels (vnni_gemv.cpp, vq_vnni.cpp, nm_vnni.cpp) share, prepended to their source after
+// prefetch.h: activations as int8 parts and the order a thread reads its weight rows in.
 // Needs the #defines K_IN (floats per activation row), KP (K_IN zero-padded), PARTS, STATIC_X_SCALE
 // and N_OUT (weight rows).
 //
@@ -69,9 +69,3 @@ struct ThreadRows {
     }
     int64_t operator[](int64_t i) const { return first + (i % 2 ? half + i / 2 : i / 2); }
 };
-
-// Codes are requested into L2 (not L1) this far ahead of the step that reads them: L1's few fill
-// buffers capped the loads in flight (1.2-1.3x over prefetching into L1, and over the hardware
-// prefetcher alone, for int8, int4, log and VQ codes; harness runs, 2026-11-30).
-constexpr int64_t PREFETCH_BYTES = 8192;
-static inline void prefetch_codes(const uint8_t* at) { _mm_prefetch((const char*)(at + PREFETCH_BYTES), _MM_HINT_T1); }

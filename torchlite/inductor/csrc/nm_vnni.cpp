@@ -1,6 +1,6 @@
 // Decode-shaped 2:4 sparse linear over int8 values (torchlite.sparse.nm storage) with AVX512-VNNI,
 // without the row scale (the caller's epilogue applies it).
-// torchlite/inductor/sparse.py prepends activation_parts.h and the #defines: M_ROWS, N_OUT, K_IN, KP,
+// torchlite/inductor/sparse.py prepends prefetch.h, activation_parts.h and the #defines: M_ROWS, N_OUT, K_IN, KP,
 // GROUPS (K_IN / 4, a multiple of 16), CODE_BYTES (per row), PARTS, STATIC_X_SCALE.
 //
 // Per weight row: int8 values in blocks of 16 groups, slot-major (16 slot-0 values, then 16 slot-1),

@@ -1,6 +1,6 @@
 // Decode-shaped linear over vector-quantized weights in byte codes (torchlite.quant.vector, 17..256
 // centroids) by table lookups of dot products, without the row scale (the caller's epilogue applies it).
-// torchlite/inductor/vector.py prepends the #defines: M_ROWS, N_OUT, J (sub-vectors per row), D, C, G,
+// torchlite/inductor/vector.py prepends prefetch.h and the #defines: M_ROWS, N_OUT, J (sub-vectors per row), D, C, G,
 // GROUP_ROWS (a multiple of 64, or N_OUT).
 //
 // Per call and activation row, every sub-vector position j gets a table of the dot products of its D
@@ -26,7 +26,6 @@ constexpr int64_t TABLE = 2 * NT * 64;                 // bytes of one position'
 constexpr int64_t TILES_PER_GROUP = G == 1 ? TILES : GROUP_ROWS / 64;
 constexpr int64_t TB = 4;                              // tiles sharing one table load (4 code streams; 2 and 6 were slower)
 constexpr int64_t CHUNK = 256;                         // positions per 16-bit sum (255 · 256 < 2^16)
-constexpr int64_t PREFETCH_BYTES = 8192;               // codes requested into L2 this far ahead
 static_assert(G == 1 || GROUP_ROWS % 64 == 0, "codebook groups are whole tiles");
 
 struct Tables {
@@ -109,7 +108,7 @@ static void tiles(const uint8_t* codes, const Tables& tab, int64_t m, int64_t g,
                 for (int i = 0; i < NT; ++i) t[p][i] = _mm512_load_si512(entry + (p * NT + i) * 64);
             for (int64_t u = 0; u < N_TILES; ++u) {
                 const uint8_t* at = codes + ((t0 + u) * J + j) * 64;
-                if (m == 0) _mm_prefetch((const char*)(at + PREFETCH_BYTES), _MM_HINT_T1);
+                if (m == 0) prefetch_codes(at);
                 const __m512i idx = _mm512_loadu_si512(at);
                 const __mmask64 high = NT == 4 ? _mm512_movepi8_mask(idx) : 0;
                 for (int p = 0; p < 2; ++p) {

@@ -1,7 +1,7 @@
 // Decode-shaped linear over vector-quantized weights in nibble codes (torchlite.quant.vector, at most 16
 // centroids, two codes per byte) with byte lookups and AVX512-VNNI dot products, without the row scale
 // (the caller's epilogue applies it). Byte codes take csrc/vq_lut.cpp.
-// torchlite/inductor/vector.py prepends activation_parts.h and the #defines: M_ROWS, N_OUT, K_IN,
+// torchlite/inductor/vector.py prepends prefetch.h, activation_parts.h and the #defines: M_ROWS, N_OUT, K_IN,
 // KP, J, D, C, G, GROUP_ROWS, PARTS, STATIC_X_SCALE.
 //
 // torchlite snaps every k-means codebook to an int8 grid: each centroid element is b·s_g with b an
