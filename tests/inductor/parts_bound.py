@@ -24,7 +24,7 @@ def parts_for(bits: int) -> int:
 
 def lut_error_bound(qw, x: torch.Tensor) -> torch.Tensor:
     """[M, N] bound on |kernel − eager| for csrc/vq_lut.cpp, whose per-call tables hold each dot product
-    of d activations with a centroid in steps of S2 = B / (127·254), B = max_j Σ_t |x_jt|·max_c |c_t|
+    of d activations with a centroid in steps of B / (127·256), B = max_j Σ_t |x_jt|·max_c |c_t|
     (per activation row and codebook). The J rounding errors of a row are uniform within half a step:
     allowed are six standard deviations, times the row scale, plus float32 rounding (1e-6 of J·B)."""
     x2 = x.reshape(-1, x.shape[-1]).double()
@@ -33,5 +33,5 @@ def lut_error_bound(qw, x: torch.Tensor) -> torch.Tensor:
     top = qw.codebook.double().abs().amax(1)  # [G, d]
     bound = (x2.abs().reshape(len(x2), j, 1, d) * top[None, None]).sum(-1).amax(1)  # [M, G]
     per_row = bound[:, torch.arange(n) // rows]  # [M, N]
-    step = per_row / (127 * 254)
+    step = per_row / (127 * 256)
     return ((6 * step * (j / 12) ** 0.5 + 1e-6 * j * per_row) * qw.scale.double()[:, 0]).float()

@@ -146,8 +146,8 @@ needs_nibble_kernel = pytest.mark.skipif(not NIBBLE_KERNEL_FLAGS <= cpu_flags(),
 needs_tile_kernel = pytest.mark.skipif(not TILE_KERNEL_FLAGS <= cpu_flags(), reason="the tiled VQ kernel needs AVX512-VBMI")
 
 
-def _compiled(qw, rows):
-    f = _vector_fn(qw, torch.randn(qw.out_features))
+def _compiled(qw, rows, bias=True):
+    f = _vector_fn(qw, torch.randn(qw.out_features) if bias else None)
     x = torch.randn(rows, qw.in_features)
     out, (code,) = run_and_get_code(torch.compile(f, fullgraph=True), x)
     return out, f(x), x, code
@@ -189,3 +189,16 @@ def test_vector_tile_kernel_leaves_groups_that_split_a_tile_to_the_generated_red
     out, ref, _, code = _compiled(qw, 1)
     assert "cpp_torchlite_vq_lut" not in code
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
+
+
+@pytest.mark.parametrize("size, d, gs", [(16, 2, 64), (256, 4, None)])
+def test_vector_kernels_apply_the_row_scales(size, d, gs):
+    """A decode call without bias is the kernel call alone: no epilogue loop scales its output."""
+    flags = NIBBLE_KERNEL_FLAGS if size <= 16 else TILE_KERNEL_FLAGS
+    if not flags <= cpu_flags():
+        pytest.skip(f"the VQ kernel for {size} centroids needs {sorted(flags)}")
+    qw = quantize_vector(torch.randn(128, 256) * torch.logspace(-2, 2, 128).unsqueeze(1), d, size, gs)
+    out, ref, x, code = _compiled(qw, 1, bias=False)
+    assert re.findall(r"(cpp_\w+)\(", code.split("def call")[1]) == [f"cpp_torchlite_{'vq_vnni' if size <= 16 else 'vq_lut'}_0"]
+    bound = parts_error_bound(qw.dequantize(), x, 2) if size <= 16 else lut_error_bound(qw, x)
+    assert ((out - ref).abs() <= bound).all()

@@ -10,7 +10,8 @@ calls run hand-written kernels instead. Nibble codes (C <= 16): `csrc/vq_vnni.cp
 codes into weight bytes by in-register table lookups (the codebooks are on an int8 grid,
 `quant.vector.snap_to_grid`) that meet the activations in int8 dot products, as in `vnni.py`. Byte
 codes (64-row tiles): `csrc/vq_lut.cpp` looks up per-call tables of the activations' dot products with
-every centroid, 64 rows per lookup. Other shapes gather Ŵ into a temporary and use Inductor's GEMM
+every centroid, 64 rows per lookup. Both kernels apply the row scales, so a decode call without bias is
+the kernel call alone. Other shapes gather Ŵ into a temporary and use Inductor's GEMM
 (see `inductor.quant.weight_only_linear`).
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ from ..ops import vector as _ops  # noqa: F401  (the ops must exist before we re
 from ..quant.vector import TILE_ROWS
 from . import vnni
 from .cpp_kernel import call, source, static_int, takes_decode_call
-from .quant import weight_only_linear
+from .quant import matrix_rows, weight_only_linear
 
 NIBBLE_KERNEL_FLAGS = {"avx512_vnni", "avx512bw", "avx512vbmi"}
 TILE_KERNEL_FLAGS = {"avx512bw", "avx512vbmi"}
@@ -66,36 +67,43 @@ def _dequantized(qdata, scale, codebook, group_size, in_features, dtype):
     return ir.Pointwise.create(device=qdata.get_device(), dtype=dtype, inner_fn=inner, ranges=ranges)
 
 
-def decode_kernel(x2, m_rows, w: _Codes, qdata, codebook, n_out, in_features: int):
-    """sums [N, M] from `csrc/vq_vnni.cpp` (nibble codes) or `csrc/vq_lut.cpp` (tiled byte codes), or None
-    where neither can take the call (CPU flags, float32 activations, static shapes, codebook groups that
-    are not whole tiles)."""
+def decode_kernel_name(x, m_rows, w: _Codes, codebook, n_out) -> str | None:
+    """"vq_vnni" (nibble codes, `csrc/vq_vnni.cpp`) or "vq_lut" (tiled byte codes, `csrc/vq_lut.cpp`), or
+    None where neither can take the call (CPU flags, float32 activations, static shapes, codebook groups
+    that are not whole tiles)."""
     nibbles = w.size <= 16
-    if not (takes_decode_call(x2, m_rows, NIBBLE_KERNEL_FLAGS if nibbles else TILE_KERNEL_FLAGS) and static_int(n_out)):
+    if not (takes_decode_call(x, m_rows, NIBBLE_KERNEL_FLAGS if nibbles else TILE_KERNEL_FLAGS) and static_int(n_out)):
         return None
-    j, groups = in_features // w.d, int(codebook.get_size()[0])
+    if nibbles:
+        return "vq_vnni"
+    return None if int(codebook.get_size()[0]) > 1 and w.group_size % TILE_ROWS else "vq_lut"
+
+
+def decode_sums(name: str, x2, m_rows, w: _Codes, qdata, scale, codebook, n_out, in_features: int):
+    """out [N, M], row scales applied, from the kernel `decode_kernel_name` picked."""
+    j = in_features // w.d
     defines = {
-        "M_ROWS": int(m_rows), "N_OUT": int(n_out), "J": j, "D": w.d, "C": w.size, "G": groups,
+        "M_ROWS": int(m_rows), "N_OUT": int(n_out), "J": j, "D": w.d, "C": w.size, "G": int(codebook.get_size()[0]),
         "GROUP_ROWS": w.group_size or int(n_out),
     }
-    arg_types = ["const float*", "const uint8_t*", "const float*", "float*"]
-    if not nibbles:
-        if groups > 1 and w.group_size % TILE_ROWS:
-            return None
-        return call([x2, qdata, codebook], [n_out, m_rows], source("prefetch.h") + source("vq_lut.cpp"), defines, arg_types, "vq_lut")
-    defines |= {"K_IN": in_features, "KP": -(-j // 128) * 128 * w.d, "PARTS": vnni.weight_only_parts(narrow_codes=True), "STATIC_X_SCALE": 0}
-    return call([x2, qdata, codebook], [n_out, m_rows], vnni.kernel_source("vq_vnni.cpp"), defines, arg_types, "vq_vnni")
+    arg_types = ["const float*", "const uint8_t*", "const float*", "const float*", "float*"]
+    if name == "vq_lut":
+        src = source("prefetch.h") + source("vq_lut.cpp")
+    else:
+        defines |= {"K_IN": in_features, "KP": -(-j // 128) * 128 * w.d, "PARTS": vnni.weight_only_parts(narrow_codes=True), "STATIC_X_SCALE": 0}
+        src = vnni.kernel_source("vq_vnni.cpp")
+    return call([x2, qdata, codebook, scale], [n_out, m_rows], src, defines, arg_types, name)
 
 
 @register_lowering(torch.ops.torchlite.qlinear_vector.default, type_promotion_kind=None)
 def _qlinear_vector(x, qdata, scale, codebook, bias, group_size, in_features):
     w = _Codes(qdata, scale, codebook, group_size)
     n_out = scale.get_size()[0]
+    kernel = decode_kernel_name(x, matrix_rows(x), w, codebook, n_out)
 
     def fused_sum(x2, m_rows):
-        sums = decode_kernel(x2, m_rows, w, qdata, codebook, n_out, in_features)
-        if sums is not None:
-            return sums
+        if kernel is not None:
+            return decode_sums(kernel, x2, m_rows, w, qdata, scale, codebook, n_out, in_features)
         xl = x2.make_loader()
 
         def inner(index, rindex):
@@ -110,7 +118,8 @@ def _qlinear_vector(x, qdata, scale, codebook, bias, group_size, in_features):
         acc.realize()
         return acc
 
+    # the kernels apply the row scales themselves; the generated reduction leaves them to the epilogue
     return weight_only_linear(
         x, bias, n_out, lambda dtype: _dequantized(qdata, scale, codebook, group_size, in_features, dtype), fused_sum,
-        w.scale,
+        None if kernel else w.scale,
     )

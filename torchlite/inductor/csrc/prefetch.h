@@ -7,4 +7,5 @@
 #include <cstdint>
 
 constexpr int64_t PREFETCH_BYTES = 8192;
-static inline void prefetch_codes(const uint8_t* at) { _mm_prefetch((const char*)(at + PREFETCH_BYTES), _MM_HINT_T1); }
+static inline void prefetch_line(const uint8_t* at) { _mm_prefetch((const char*)at, _MM_HINT_T1); }
+static inline void prefetch_codes(const uint8_t* at) { prefetch_line(at + PREFETCH_BYTES); }

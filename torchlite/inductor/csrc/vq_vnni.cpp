@@ -1,6 +1,6 @@
 // Decode-shaped linear over vector-quantized weights in nibble codes (torchlite.quant.vector, at most 16
-// centroids, two codes per byte) with byte lookups and AVX512-VNNI dot products, without the row scale
-// (the caller's epilogue applies it). Byte codes take csrc/vq_lut.cpp.
+// centroids, two codes per byte) with byte lookups and AVX512-VNNI dot products, times the row scales.
+// Byte codes take csrc/vq_lut.cpp.
 // torchlite/inductor/vector.py prepends prefetch.h, activation_parts.h and the #defines: M_ROWS, N_OUT, K_IN,
 // KP, J, D, C, G, GROUP_ROWS, PARTS, STATIC_X_SCALE.
 //
@@ -8,7 +8,7 @@
 // integer in ±127 and s_g a power of two per codebook. Per call, each codebook becomes D byte tables
 // u = b + 128 (one per centroid element); a step reads 128 codes (64 bytes) and turns them into 2·D
 // vectors of 64 weight bytes with vpermb lookups, which vpdpbusd multiplies with the activations' int8 parts. So
-// out[n, m] = s_g · (Σ_p s_p·Σ u·q_p − 128·Σ x̂), as in vnni_gemv.cpp. The activations are stored per
+// out[n, m] = s_n · s_g · (Σ_p s_p·Σ u·q_p − 128·Σ x̂), as in vnni_gemv.cpp (s_n: the row scale). The activations are stored per
 // step in lookup order: for each code vector v and element c, the 64 inputs its weights meet.
 // A codebook that is not on such a grid (not made by torchlite's k-means) gets an exact float loop.
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,fma")
@@ -90,7 +90,7 @@ static void float_row(const float* x, const uint8_t* row, const float* cb, float
     }
 }
 
-extern "C" void kernel(const float* x, const uint8_t* codes, const float* codebook, float* out) {
+extern "C" void kernel(const float* x, const uint8_t* codes, const float* codebook, const float* row_scale, float* out) {
     std::unique_ptr<Scratch> scratch(new Scratch);
     const Scratch& a = *scratch;
     build_tables(codebook, *scratch);
@@ -105,7 +105,7 @@ extern "C" void kernel(const float* x, const uint8_t* codes, const float* codebo
             if (!a.on_grid[g]) {
                 float sums[M_ROWS];
                 float_row(x, row, codebook + g * C * D, sums);
-                for (int64_t m = 0; m < M_ROWS; ++m) out[n * M_ROWS + m] = sums[m];
+                for (int64_t m = 0; m < M_ROWS; ++m) out[n * M_ROWS + m] = row_scale[n] * sums[m];
                 continue;
             }
             __m512i t[D];
@@ -140,7 +140,7 @@ extern "C" void kernel(const float* x, const uint8_t* codes, const float* codebo
                         if (A == 2) lanes = _mm512_add_ps(lanes, _mm512_cvtepi32_ps(acc[m][p][A - 1]));
                         dot += a.scale[m0 + m][p] * _mm512_reduce_add_ps(lanes);
                     }
-                    out[n * M_ROWS + m0 + m] = a.book_scale[g] * (dot - 128.f * a.sum[m0 + m]);
+                    out[n * M_ROWS + m0 + m] = row_scale[n] * a.book_scale[g] * (dot - 128.f * a.sum[m0 + m]);
                 }
             }
         }
