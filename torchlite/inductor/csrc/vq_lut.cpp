@@ -8,9 +8,9 @@
 // bound on |P|, so that the steps fit 16 bits), held as two byte parts: ~15 bits. The codes are stored
 // in 64-row tiles ([ceil(N/64), J, 64]: the 64 rows' codes of one position are one 64-byte vector), so
 // one in-register lookup (vpermb / vpermi2b, two merge-masked ones for 256 entries) serves the 64 rows
-// at once: out[n] = s_n · Σ_j P[j, code[n, j]], whatever D is (s_n: the row scale). Sums run in 16-bit lanes for 256 positions at a
-// time (the word sums wrap; the odd rows' bytes are summed apart, which recovers the even rows' sums
-// exactly), then widen to 32 bits.
+// at once: out[n] = s_n · Σ_j P[j, code[n, j]] (s_n: the row scale), whatever D is. Sums run in 16-bit
+// lanes for 256 positions at a time (the word sums wrap; the odd rows' bytes are summed apart, which
+// recovers the even rows' sums exactly), then widen to 32 bits.
 //
 // Each thread takes a share of the positions for every tile and builds only their tables, so it never
 // reads a table another core wrote (fetching those from the other core's cache cost more than building
@@ -28,7 +28,7 @@ constexpr int64_t TILES = (N_OUT + 63) / 64;
 constexpr int NT = C <= 64 ? 1 : C <= 128 ? 2 : 4;     // 64-byte table vectors per part
 constexpr int64_t TABLE = 2 * NT * 64;                 // bytes of one position's two parts
 constexpr int64_t TILES_PER_GROUP = G == 1 ? TILES : GROUP_ROWS / 64;
-constexpr int64_t TB = 4;                              // tiles sharing one table load (4 code streams; 2 and 6 were slower)
+constexpr int64_t TB = 4;                              // tiles sharing one table load (2 was slower, 6 and 8 no faster)
 constexpr int64_t CHUNK = 256;                         // positions per 16-bit sum (255 · 256 < 2^16)
 static_assert(G == 1 || GROUP_ROWS % 64 == 0, "codebook groups are whole tiles");
 
@@ -116,7 +116,7 @@ static void tiles(const uint8_t* codes, const Tables& tab, int64_t m, int64_t g,
             for (int p = 0; p < 2; ++p)
                 for (int i = 0; i < NT; ++i) t[p][i] = _mm512_load_si512(entry + (p * NT + i) * 64);
             for (int64_t u = 0; u < N_TILES; ++u) {
-                if (m == 0) {  // this stream's codes AHEAD positions on, in this block's range or the next block's
+                if (m == 0) {  // this stream's codes AHEAD positions on, in this block or the next
                     const int64_t ahead = j + AHEAD, tile = ahead < je ? t0 + u : t0 + N_TILES + u;
                     if (tile < TILES) prefetch_line(codes + (tile * J + (ahead < je ? ahead : jb + ahead - je)) * 64);
                 }

@@ -7,9 +7,10 @@
 // torchlite snaps every k-means codebook to an int8 grid: each centroid element is b·s_g with b an
 // integer in ±127 and s_g a power of two per codebook. Per call, each codebook becomes D byte tables
 // u = b + 128 (one per centroid element); a step reads 128 codes (64 bytes) and turns them into 2·D
-// vectors of 64 weight bytes with vpermb lookups, which vpdpbusd multiplies with the activations' int8 parts. So
-// out[n, m] = s_n · s_g · (Σ_p s_p·Σ u·q_p − 128·Σ x̂), as in vnni_gemv.cpp (s_n: the row scale). The activations are stored per
-// step in lookup order: for each code vector v and element c, the 64 inputs its weights meet.
+// vectors of 64 weight bytes with vpermb lookups, which vpdpbusd multiplies with the activations' int8
+// parts. So out[n, m] = s_n · s_g · (Σ_p s_p·Σ u·q_p − 128·Σ x̂), as in vnni_gemv.cpp (s_n: the row
+// scale). The activations are stored per step in lookup order: for each code vector v and element c,
+// the 64 inputs its weights meet.
 // A codebook that is not on such a grid (not made by torchlite's k-means) gets an exact float loop.
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,fma")
 #include <cmath>
