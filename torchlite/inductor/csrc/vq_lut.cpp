@@ -57,8 +57,8 @@ static void table_scales(const float* x, const float* codebook, Tables& tab) {
     }
 }
 
-// Byte b of a table part, from the 64 int16 of two packs (each 128-bit lane: eight words of the first,
-// then eight of the second): vpermt2b indices of their high (part 0) or low (part 1) bytes.
+// vpermt2b indices that give byte b of a table part: the high (part 0) or low (part 1) byte of the word
+// that packs_epi16(a, b) would put at b (per 128-bit lane: eight words of a, then eight of b).
 static inline __m512i part_bytes(int high) {
     alignas(64) uint8_t idx[64];
     for (int b = 0; b < 64; ++b) idx[b] = (b % 16 < 8 ? 0 : 64) + 2 * (8 * (b / 16) + b % 8) + high;
@@ -165,8 +165,8 @@ extern "C" void kernel(const float* x, const uint8_t* codes, const float* codebo
                     }
     const float* cbt = codebook_t.get();
     // per thread, the sums over its positions (float32 [N_OUT][M_ROWS]), added up at the end
-    std::unique_ptr<float[], decltype(&std::free)> partial(
-        (float*)std::aligned_alloc(64, omp_get_max_threads() * N_OUT * M_ROWS * sizeof(float)), &std::free);
+    const int64_t partial_floats = (omp_get_max_threads() * N_OUT * M_ROWS + 15) / 16 * 16;  // whole 64-byte lines
+    std::unique_ptr<float[], decltype(&std::free)> partial((float*)std::aligned_alloc(64, partial_floats * sizeof(float)), &std::free);
     #pragma omp parallel
     {
         // each thread a share of the positions, for every tile: it reads only the tables it built
