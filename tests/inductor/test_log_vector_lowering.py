@@ -191,12 +191,11 @@ def test_vector_tile_kernel_leaves_groups_that_split_a_tile_to_the_generated_red
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
 
 
-@pytest.mark.parametrize("size, d, gs", [(16, 2, 64), (256, 4, None)])
+@pytest.mark.parametrize(
+    "size, d, gs", [pytest.param(16, 2, 64, marks=needs_nibble_kernel), pytest.param(256, 4, None, marks=needs_tile_kernel)]
+)
 def test_vector_kernels_apply_the_row_scales(size, d, gs):
     """A decode call without bias is the kernel call alone: no epilogue loop scales its output."""
-    flags = NIBBLE_KERNEL_FLAGS if size <= 16 else TILE_KERNEL_FLAGS
-    if not flags <= cpu_flags():
-        pytest.skip(f"the VQ kernel for {size} centroids needs {sorted(flags)}")
     qw = quantize_vector(torch.randn(128, 256) * torch.logspace(-2, 2, 128).unsqueeze(1), d, size, gs)
     out, ref, x, code = _compiled(qw, 1, bias=False)
     assert re.findall(r"(cpp_\w+)\(", code.split("def call")[1]) == [f"cpp_torchlite_{'vq_vnni' if size <= 16 else 'vq_lut'}_0"]
