@@ -54,27 +54,32 @@ def smollm2_models(n_calib: int):
     return models, ids[-512:].unsqueeze(0), tok(PROMPT).input_ids
 
 
+def llama_rank_pairs(model, fewer: float):
+    """`model` with every linear layer but the lm_head replaced by a random rank-r pair keeping 1 - `fewer` of
+    its parameters (r rounded down to a multiple of 16, as `Factor.rank_multiple` does); the embedding, norms
+    and lm_head shared with `model`, not copied (24 GiB hold no more)."""
+    factored = {name: m for name, m in model.named_modules() if type(m) is torch.nn.Linear and name != "lm_head"}
+    shared = {id(p): p for p in model.parameters()}
+    shared.update({id(m.weight): None for m in factored.values()})  # replaced below: not copied
+    small = copy.deepcopy(model, shared)
+    for name, m in factored.items():
+        r = int((1 - fewer) * m.in_features * m.out_features // (m.in_features + m.out_features)) // 16 * 16
+        pair = LowRankLinear(torch.randn(r, m.in_features) * 0.02, torch.randn(m.out_features, r) * 0.02, None)
+        parent, _, leaf = name.rpartition(".")
+        setattr(small.get_submodule(parent), leaf, pair)
+    return small.requires_grad_(False)
+
+
 def llama_models():
-    """The 1.1 B Llama of model_decode.py with random weights; the same with every linear layer but the lm_head
-    replaced by a random rank-r pair keeping 90 / 80 / 70 % of its parameters (r rounded down to a multiple of
-    16, as `Factor.rank_multiple` does); and int8 (`torchlite.compress`) of fp32 and of the 30 % model: speed
-    depends on shapes only. The factored models share fp32's embedding, norms and lm_head (24 GiB hold no
-    more)."""
+    """The 1.1 B Llama of model_decode.py with random weights; the same with random rank pairs keeping 90 / 80 /
+    70 % of every linear layer's parameters but the lm_head's (`llama_rank_pairs`); and int8
+    (`torchlite.compress`) of fp32 and of the 30 % model: speed depends on shapes only."""
     from common import llama_1b
 
     model = llama_1b()
     models = {"fp32": model, "int8": torchlite.compress(model, "int8")}
-    factored = {name: m for name, m in model.named_modules() if type(m) is torch.nn.Linear and name != "lm_head"}
     for fewer in (0.1, 0.2, 0.3):
-        shared = {id(p): p for p in model.parameters()}
-        shared.update({id(m.weight): None for m in factored.values()})  # replaced below: not copied
-        small = copy.deepcopy(model, shared)
-        for name, m in factored.items():
-            r = int((1 - fewer) * m.in_features * m.out_features // (m.in_features + m.out_features)) // 16 * 16
-            pair = LowRankLinear(torch.randn(r, m.in_features) * 0.02, torch.randn(m.out_features, r) * 0.02, None)
-            parent, _, leaf = name.rpartition(".")
-            setattr(small.get_submodule(parent), leaf, pair)
-        models[f"rank pairs, {fewer:.0%} fewer"] = small.requires_grad_(False)
+        models[f"rank pairs, {fewer:.0%} fewer"] = llama_rank_pairs(model, fewer)
     models["rank pairs, 30% fewer, then int8"] = torchlite.compress(models["rank pairs, 30% fewer"], "int8")
     order = ["fp32", *(f"rank pairs, {f}% fewer" for f in (10, 20, 30)), "int8", "rank pairs, 30% fewer, then int8"]
     return {name: models[name] for name in order}, torch.randint(1, 32000, (1, 512)), list(range(1, 9))
