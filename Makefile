@@ -38,6 +38,8 @@ bench: venv
 	cd benchmarks && HF_HUB_OFFLINE=1 ../$(PY) factor_quality.py
 	cd benchmarks && HF_HUB_OFFLINE=1 ../$(PY) factor_speed.py
 	cd benchmarks && HF_HUB_OFFLINE=1 ../$(PY) factor_speed.py --model llama-1b
+	cd benchmarks && HF_HUB_OFFLINE=1 ../$(PY) decode_breakdown.py
+	cd benchmarks && HF_HUB_OFFLINE=1 ../$(PY) decode_breakdown.py --model llama-1b
 	cd benchmarks && HF_HUB_OFFLINE=1 ../$(PY) prune_quality.py
 	cd benchmarks && HF_HUB_OFFLINE=1 ../$(PY) prune_speed.py
 	cd benchmarks && HF_HUB_OFFLINE=1 ../$(PY) quant_quality.py --codebooks-only --calib 1
