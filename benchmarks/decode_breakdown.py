@@ -12,7 +12,6 @@ at fp32's rate). The difference is all that the model's low-rank pairs may cost 
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import sys
 import warnings
@@ -20,14 +19,12 @@ import warnings
 import torch
 import torch._inductor.config as inductor_config
 
-import torchlite
 from common import FRESH_COPY, compile_lite, header, llama_1b, markdown, smollm2_and_wikitext, write_section
-from factor_speed import llama_rank_pairs
-from torchlite import Factor, LowRankLinear, Recipe
+from factor_speed import PROMPT, llama_rank_pairs, whitened_models
+from torchlite import LowRankLinear
 from torchlite.eval.lm import _GreedyStepper, greedy_decode, weight_bytes
 
 warnings.filterwarnings("ignore")
-PROMPT = "The history of the city of Paris"
 ABOUT_LLAMA = (
     "The 1.1 B Llama of model_decode.py (22 layers, hidden 2048, MLP 5632, untied lm_head) with random weights; each "
     "linear layer but the lm_head replaced by a random rank-r pair keeping 90 / 80 / 70 % of its parameters, r rounded "
@@ -35,10 +32,17 @@ ABOUT_LLAMA = (
 )
 
 
+def in_rotation(names: list[str], rounds: int):
+    """Each name once per round, the order rotating from round to round."""
+    for r in range(rounds):
+        for i in range(len(names)):
+            yield names[(r + i) % len(names)]
+
+
 def profiled_steps(forward, model, prompt, steps: int) -> tuple[float, float, float]:
     """(median step ms, ms per step inside the compiled C++ kernels, ms per step in the graph's Python
     wrapper outside them) over `steps` decode steps under torch.profiler (Inductor's kernel profiling
-    names one event per generated C++ function)."""
+    names one event per generated C++ function), after the prompt and two warm steps unprofiled."""
     stepper = _GreedyStepper(forward, model.config, prompt, 256, torch.float32, None)
     with torch.no_grad():
         for _ in range(len(prompt) + 2):
@@ -72,11 +76,7 @@ def main() -> int:
         if loaded is None:
             return 1
         model, tok, _, calib = loaded
-        models = {"fp32": copy.deepcopy(model)}  # see common.FRESH_COPY
-        for fewer in (0.1, 0.2, 0.3):
-            models[f"whiten, {fewer:.0%} fewer"] = torchlite.compress(
-                model, Recipe(factor=Factor(budget=1 - fewer, method="whiten")), calib=calib
-            )
+        models = whitened_models(model, calib)
         prompt = tok(PROMPT).input_ids
         about = f"Whitened factorization calibrated on {args.calib} x 512 tokens of WikiText-2 valid. {FRESH_COPY}\n"
     compiled = {name: compile_lite(m) for name, m in models.items()}
@@ -84,16 +84,12 @@ def main() -> int:
     with torch.no_grad():
         for name, fn in compiled.items():
             greedy_decode(fn, models[name].config, prompt, 2, desc=f"compile {name}")
-        for r in range(args.rounds):
-            for i in range(len(models)):
-                name = list(models)[(r + i) % len(models)]
-                run = greedy_decode(compiled[name], models[name].config, prompt, args.new_tokens, desc=name)
-                steps[name].append(statistics.median(run.step_seconds) * 1e3)
+        for name in in_rotation(list(models), args.rounds):
+            run = greedy_decode(compiled[name], models[name].config, prompt, args.new_tokens, desc=name)
+            steps[name].append(statistics.median(run.step_seconds) * 1e3)
         profiled = {name: [] for name in models}
-        for r in range(args.rounds):
-            for i in range(len(models)):
-                name = list(models)[(r + i) % len(models)]
-                profiled[name].append(profiled_steps(compiled[name], models[name], prompt, 20))
+        for name in in_rotation(list(models), args.rounds):
+            profiled[name].append(profiled_steps(compiled[name], models[name], prompt, 20))
     step, kernel, wrapper = ({name: statistics.median(t[i] for t in p) for name, p in profiled.items()} for i in range(3))
     rest_fp32 = step["fp32"] - kernel["fp32"]
     rows = []

@@ -36,14 +36,21 @@ ABOUT = {
 }
 
 
+def whitened_models(model, calib) -> dict:
+    """fp32 (a deepcopy, see common.FRESH_COPY) and whitened factorizations of `model` with 10 / 20 / 30 %
+    fewer parameters in the factorable linear layers."""
+    models = {"fp32": copy.deepcopy(model)}
+    for fewer in (0.1, 0.2, 0.3):
+        models[f"whiten, {fewer:.0%} fewer"] = torchlite.compress(model, Recipe(factor=Factor(budget=1 - fewer, method="whiten")), calib=calib)
+    return models
+
+
 def smollm2_models(n_calib: int):
     model, tok = load_smollm2()
     model.requires_grad_(False)
     ids = tok(wikitext2("valid")[: (n_calib + 1) * 512 * 6], return_tensors="pt").input_ids[0]
     calib = [ids[i * 512 : (i + 1) * 512].unsqueeze(0) for i in range(n_calib)]
-    models = {"fp32": copy.deepcopy(model)}  # see common.FRESH_COPY
-    for fewer in (0.1, 0.2, 0.3):
-        models[f"whiten, {fewer:.0%} fewer"] = torchlite.compress(model, Recipe(factor=Factor(budget=1 - fewer, method="whiten")), calib=calib)
+    models = whitened_models(model, calib)
     models["whiten, 30% fewer, ranks not rounded to 16"] = torchlite.compress(
         model, Recipe(factor=Factor(budget=0.7, method="whiten", rank_multiple=1)), calib=calib
     )
