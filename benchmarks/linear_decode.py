@@ -21,7 +21,7 @@ import torch
 import torchlite
 from common import compile_lite, header, markdown, median_seconds, read_bandwidth_gbs, write_section
 from torchlite.eval.lm import weight_bytes
-from torchlite.quant.linear import quantize_weight
+from torchlite.numerics.linear import quantize_weight
 
 warnings.filterwarnings("ignore")
 

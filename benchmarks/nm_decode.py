@@ -17,7 +17,7 @@ import torchlite
 from common import compile_lite, header, markdown, write_section
 from linear_decode import Layers, layer_stacks, replicated
 from torchlite.eval.lm import weight_bytes
-from torchlite.sparse import nm_mask, pack_nm
+from torchlite.numerics import nm_mask, pack_nm
 
 warnings.filterwarnings("ignore")
 

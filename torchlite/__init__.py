@@ -11,7 +11,7 @@ from . import inductor as _lowerings  # noqa: F401  (registers the Inductor lowe
 from . import ops, passes
 from .compress import compress
 from .errors import TorchliteError
-from .modules import LowRankLinear, QuantizedLinear, SparseLinear
+from .nn import LowRankLinear, QuantizedLinear, SparseLinear
 from .recipe import PRESETS, Factor, Prune, Quantize, Recipe, Schedule, parse_recipe
 from .trace import trace
 

@@ -10,7 +10,6 @@ sees every linear's input, `observe_graph`) or through forward hooks on nn.Linea
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import torch
@@ -18,6 +17,7 @@ import torch.fx as fx
 from tqdm.auto import tqdm
 
 from .errors import TorchliteError
+from .numerics.stats import InputStats
 
 
 class Batches(list):
@@ -69,57 +69,6 @@ def calibration_batches(calib: Iterable[Any] | None, who: str) -> Batches:
                 "every batch must have the same structure"
             )
     return out
-
-
-@dataclass
-class InputStats:
-    """Running statistics of a linear layer's input x [..., in] over the calibration data."""
-
-    in_features: int
-    gram: torch.Tensor = field(init=False)  # sum of x^T x, float64 [in, in]
-    abs_sum: torch.Tensor = field(init=False)  # sum of |x| per input feature, float64 [in]
-    abs_max: torch.Tensor = field(init=False)  # max of |x| per input feature, float32 [in]
-    count: int = 0  # rows (tokens) seen
-
-    def __post_init__(self) -> None:
-        self.gram = torch.zeros(self.in_features, self.in_features, dtype=torch.float64)
-        self.abs_sum = torch.zeros(self.in_features, dtype=torch.float64)
-        self.abs_max = torch.zeros(self.in_features)
-
-    def update(self, x: torch.Tensor) -> None:
-        if x.shape[-1] != self.in_features:
-            raise TorchliteError(f"a linear input has {x.shape[-1]} features, expected {self.in_features}")
-        rows = x.detach().reshape(-1, self.in_features).float()
-        self.gram += (rows.T @ rows).double()  # one batch in float32 (fast GEMM), the running sum in float64
-        self.abs_sum += rows.abs().sum(0, dtype=torch.float64)
-        self.abs_max = torch.maximum(self.abs_max, rows.abs().amax(0))
-        self.count += rows.shape[0]
-
-    @property
-    def covariance(self) -> torch.Tensor:
-        """E[x^T x] (uncentered second moment), float64 [in, in]."""
-        return self.gram / max(self.count, 1)
-
-    @property
-    def mean_abs(self) -> torch.Tensor:
-        return self.abs_sum / max(self.count, 1)
-
-
-def output_error(weight: torch.Tensor, approx: torch.Tensor, stats: InputStats) -> float:
-    """Relative output error on the calibration inputs: ||(W - W') X^T||_F / ||W X^T||_F."""
-    w = weight.detach().double()
-    d = w - approx.detach().double()
-    c = stats.gram
-    num = torch.einsum("oi,ij,oj->", d, c, d).clamp_min(0)
-    den = torch.einsum("oi,ij,oj->", w, c, w).clamp_min(1e-300)
-    return float((num / den).sqrt())
-
-
-def activation_scale(stats: InputStats, alpha: float) -> torch.Tensor:
-    """mean|x|^alpha per input feature, normalised to geometric mean 1 (float64 [in]); shared by ASVD
-    and AWQ: only the shape of the scaling matters."""
-    s = stats.mean_abs.clamp_min(1e-8).pow(alpha)
-    return s / s.log().mean().exp()
 
 
 class _Observer(fx.Interpreter):

@@ -10,13 +10,13 @@ from .calibration import calibration_batches, observe_modules
 from .errors import TorchliteError
 from .graph import find_linears, get_attr_value
 from .log import logger
-from .modules import LowRankLinear, QuantizedLinear, SparseLinear
+from .nn import LowRankLinear, QuantizedLinear, SparseLinear
 from .passes import prune as prune_pass
 from .passes.factor import SHARED, FactorReport, factor_layers
 from .passes.prune import PruneReport, merge_reports, scheduled_steps, seeded_callback
 from .passes.quantize import QuantizeReport, quantize_layers, selected, static_activation_scale
 from .recipe import Factor, Prune, Quantize, Recipe, check_calibration, matches, parse_recipe
-from .sparse.nm import pack_nm, pack_nm_codes
+from .numerics.nm import pack_nm, pack_nm_codes
 from .trace import trace
 
 

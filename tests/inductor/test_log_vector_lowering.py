@@ -8,8 +8,8 @@ from torch._inductor.utils import run_and_get_code
 import torchlite  # noqa: F401  (registers ops and lowerings)
 from torchlite.inductor.cpp_kernel import cpu_flags
 from torchlite.inductor.vector import NIBBLE_KERNEL_FLAGS, TILE_KERNEL_FLAGS
-from torchlite.quant.log import quantize_log
-from torchlite.quant.vector import quantize_vector
+from torchlite.numerics.log import quantize_log
+from torchlite.numerics.vector import quantize_vector
 from parts_bound import lut_error_bound, parts_error_bound
 
 F32, BF16, F16 = torch.float32, torch.bfloat16, torch.float16

@@ -6,7 +6,7 @@ import torch
 from torch._inductor.utils import run_and_get_code
 
 import torchlite  # noqa: F401  (registers ops and lowerings)
-from torchlite.quant.linear import quantize_weight
+from torchlite.numerics.linear import quantize_weight
 
 CASES = [
     # bits, group, symmetric, granularity, n_out, k_in, batch shape

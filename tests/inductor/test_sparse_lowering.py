@@ -9,7 +9,7 @@ from torch._inductor.utils import run_and_get_code
 import torchlite  # noqa: F401  (registers ops and lowerings)
 from torchlite import TorchliteError
 from torchlite.inductor.vnni import cpu_has_vnni
-from torchlite.sparse import nm_mask, pack_nm, unpack_nm
+from torchlite.numerics import nm_mask, pack_nm, unpack_nm
 
 CASES = [
     # n, m, in_features, int8 values, bias, x dtype, x batch shape

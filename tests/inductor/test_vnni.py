@@ -7,8 +7,8 @@ from torch._inductor.utils import run_and_get_code
 
 import torchlite  # noqa: F401  (registers ops and lowerings)
 from torchlite.inductor.vnni import byte_table, cpu_has_vnni
-from torchlite.quant.linear import quantize_weight
-from torchlite.quant.log import code_values, quantize_log
+from torchlite.numerics.linear import quantize_weight
+from torchlite.numerics.log import code_values, quantize_log
 from parts_bound import parts_error_bound, parts_for
 
 needs_vnni = pytest.mark.skipif(not cpu_has_vnni(), reason="this CPU has no AVX512-VNNI: the generated reduction is used")

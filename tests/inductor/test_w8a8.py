@@ -9,7 +9,7 @@ from torch._inductor.utils import run_and_get_code
 import torchlite
 from torchlite import Quantize, Recipe, TorchliteError
 from torchlite.inductor.vnni import cpu_has_vnni
-from torchlite.quant.linear import quantize_weight
+from torchlite.numerics.linear import quantize_weight
 
 A8 = torch.ops.torchlite.qlinear_a8.default
 

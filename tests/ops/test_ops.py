@@ -4,7 +4,7 @@ import torch.nn.functional as F
 
 import torchlite  # noqa: F401
 from torchlite import TorchliteError
-from torchlite.quant.linear import dequantize_weight, quantize_weight
+from torchlite.numerics.linear import dequantize_weight, quantize_weight
 
 
 def _q(n=24, k=80, bits=4, gs=16, sym=True):

@@ -4,11 +4,11 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from torchlite.calibration import InputStats
-from torchlite.quant.calibrated import awq, gptq, gptq_log, gptq_sweep, gptq_vector, row_errors
-from torchlite.quant.linear import quantize_weight
-from torchlite.quant.log import quantize_log
-from torchlite.quant.vector import quantize_vector
+from torchlite.numerics.stats import InputStats
+from torchlite.numerics.gptq_awq import awq, gptq, gptq_log, gptq_sweep, gptq_vector, row_errors
+from torchlite.numerics.linear import quantize_weight
+from torchlite.numerics.log import quantize_log
+from torchlite.numerics.vector import quantize_vector
 
 configs = st.one_of(
     st.builds(lambda b, s: (b, None, s, "channel"), st.integers(2, 8), st.booleans()),

@@ -4,9 +4,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import torchlite
-from torchlite.calibration import InputStats, output_error
+from torchlite.numerics.stats import InputStats, output_error
 from torchlite.graph.cost import graph_cost, total
-from torchlite.lowrank import allocate_budget, best_asvd, decompose, max_paying_rank, params, weight_error
+from torchlite.numerics.lowrank import allocate_budget, best_asvd, decompose, max_paying_rank, params, weight_error
 from torchlite.recipe import Factor
 
 

@@ -5,8 +5,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from torchlite.quant.log import levels, quantize_log
-from torchlite.quant.vector import quantize_vector
+from torchlite.numerics.log import levels, quantize_log
+from torchlite.numerics.vector import quantize_vector
 
 log_configs = st.one_of(
     st.builds(lambda b: (b, None, "channel"), st.integers(3, 8)),

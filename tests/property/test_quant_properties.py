@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 
 import torchlite
 from torchlite import Quantize
-from torchlite.quant.linear import padded_in_features, quantize_weight
+from torchlite.numerics.linear import padded_in_features, quantize_weight
 
 configs = st.one_of(
     st.builds(lambda b, s: (b, None, s, "channel"), st.integers(2, 8), st.booleans()),

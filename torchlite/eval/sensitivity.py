@@ -16,7 +16,8 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from ..calibration import observe_modules, output_error
+from ..calibration import observe_modules
+from ..numerics.stats import output_error
 from ..errors import TorchliteError
 from ..passes.quantize import quantize_one
 from ..recipe import Quantize

@@ -5,7 +5,7 @@ import torch
 import torch.fx as fx
 
 from .linear import find_linears
-from .module import attr_name, clone, readable_name, set_attr
+from .attrs import attr_name, clone, readable_name, set_attr
 
 
 TRAINABLE = "weight requires grad (training): left in floating point"

@@ -15,7 +15,7 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 
-from .module import get_attr_value, readable_name
+from .attrs import get_attr_value, readable_name
 
 aten = torch.ops.aten
 LINEAR_FUNCTIONS = {F.linear, torch._C._nn.linear, aten.linear.default}

@@ -14,7 +14,7 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 
-from ..graph.module import clone
+from ..graph.attrs import clone
 from .quant import FUSED_MAX_ROWS
 
 SDPA_FUNCTIONS = {F.scaled_dot_product_attention, torch._C._nn.scaled_dot_product_attention}

@@ -18,7 +18,7 @@ from torch._inductor.lowering import register_lowering, to_dtype
 from torch._inductor.virtualized import ops
 
 from ..graph.linear import LINEAR_FUNCTIONS
-from ..graph.module import clone, get_attr_value
+from ..graph.attrs import clone, get_attr_value
 from ..ops import dense as _ops  # noqa: F401  (the op must exist before we register its lowering)
 from .quant import VEC, _fused_sum, row_sums, weight_only_linear
 

@@ -7,7 +7,7 @@ weight. The reduction iterates [N, M] (weight row outer, activation row inner) s
 read from memory once for all M activation rows. Larger (prefill-shaped or symbolic) calls are
 compute-bound: they dequantize into a temporary and use Inductor's GEMM.
 
-The reduction's loop nest is shaped by the storage layout (torchlite.quant.linear): an outer loop
+The reduction's loop nest is shaped by the storage layout (torchlite.numerics.linear): an outer loop
 over steps of 64 weights and an inner loop of one vector, in which every load is contiguous and the
 group scale is invariant. 8-bit: four runs of 16 weights per step. 2-4 bit: each byte is loaded once
 and both of its nibbles are multiplied with their two runs of contiguous activations. Per-channel
@@ -24,8 +24,8 @@ from torch._inductor.lowering import lowerings, register_lowering, to_dtype
 from torch._inductor.virtualized import V, ops
 
 from ..ops import quant as _ops  # noqa: F401  (the ops must exist before we register lowerings)
-from ..quant.linear import block_size, padded_in_features
-from ..quant.log import code_values
+from ..numerics.linear import block_size, padded_in_features
+from ..numerics.log import code_values
 from . import vnni
 from .cpp_kernel import static_int
 

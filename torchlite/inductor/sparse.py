@@ -1,4 +1,4 @@
-"""Inductor lowering of `torchlite::nm_linear` (storage: `torchlite.sparse.nm`).
+"""Inductor lowering of `torchlite::nm_linear` (storage: `torchlite.numerics.nm`).
 
 Decode-shaped calls (at most FUSED_MAX_ROWS rows, known at compile time) lower to one reduction
 over the groups of m inputs that reads only the kept values and their position codes. The
@@ -24,7 +24,7 @@ from torch._inductor.virtualized import V, ops
 from torch.utils._sympy.functions import FloorDiv, ModularIndexing
 
 from ..ops import sparse as _ops  # noqa: F401  (the op must exist before we register its lowering)
-from ..sparse.nm import group_block, index_columns, index_layout, offset_bits, pair_code_column
+from ..numerics.nm import group_block, index_columns, index_layout, offset_bits, pair_code_column
 from . import vnni
 from .cpp_kernel import call, static_int, takes_decode_call
 from .quant import FUSED_MAX_ROWS, matrix_rows, row_sums

@@ -22,7 +22,7 @@ from torch._inductor.lowering import register_lowering
 from torch._inductor.virtualized import ops
 
 from ..ops import vector as _ops  # noqa: F401  (the ops must exist before we register lowerings)
-from ..quant.vector import TILE_ROWS
+from ..numerics.vector import TILE_ROWS
 from . import vnni
 from .cpp_kernel import call, source, static_int, takes_decode_call
 from .quant import matrix_rows, weight_only_linear

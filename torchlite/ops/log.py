@@ -1,4 +1,4 @@
-"""Log-quantized (sign + power-of-two) weight-only ops; numerics in `torchlite.quant.log`.
+"""Log-quantized (sign + power-of-two) weight-only ops; numerics in `torchlite.numerics.log`.
 
 - `torchlite::dequantize_log(qdata, scale, bits, group_size, in_features, dtype)` -> W[N, K]
 - `torchlite::qlinear_log(x, qdata, scale, bias, bits, group_size, in_features)` -> x @ Ŵ.T + b
@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import TorchliteError
-from ..quant.linear import padded_in_features, storage_shape
-from ..quant.log import dequantize_log as _dequantize_log
+from ..numerics.linear import padded_in_features, storage_shape
+from ..numerics.log import dequantize_log as _dequantize_log
 from .quant import check_x, register_weight_only_autograd
 
 

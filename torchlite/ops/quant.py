@@ -6,7 +6,7 @@
 - `torchlite::qlinear(x, qdata, scale, zero, bias, bits, group_size, in_features)` -> x @ W.T + b
 
 The eager implementations are the reference (the test oracle of the Inductor lowerings): they
-dequantize with `torchlite.quant.dequantize_weight` and accumulate in float32.
+dequantize with `torchlite.numerics.dequantize_weight` and accumulate in float32.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import TorchliteError
-from ..quant.linear import (
+from ..numerics.linear import (
     block_size, dequantize_weight, padded_in_features, quantize_weight, storage_dtype, storage_shape,
 )
 

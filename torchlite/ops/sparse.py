@@ -1,8 +1,8 @@
 """N:M sparse linear: `torchlite::nm_linear(x, values, indices, scale, bias, n, m, in_features)`
--> x @ W.T + b, with W stored as in `torchlite.sparse.nm` (`NMWeight`).
+-> x @ W.T + b, with W stored as in `torchlite.numerics.nm` (`NMWeight`).
 
 The eager implementation is the reference (the test oracle of the Inductor lowering): it unpacks
-the dense weight with `torchlite.sparse.unpack_nm` and accumulates in float32. Gradients flow to
+the dense weight with `torchlite.numerics.unpack_nm` and accumulates in float32. Gradients flow to
 the activations and the bias (the stored weight is frozen), as for `torchlite::qlinear`.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import TorchliteError
-from ..sparse.nm import NMWeight, check_nm, index_columns, positions_of, unpack_nm
+from ..numerics.nm import NMWeight, check_nm, index_columns, positions_of, unpack_nm
 from .quant import check_x
 
 

@@ -1,10 +1,10 @@
-"""Vector-quantized (codebook) weight-only ops; numerics in `torchlite.quant.vector`.
+"""Vector-quantized (codebook) weight-only ops; numerics in `torchlite.numerics.vector`.
 
 - `torchlite::dequantize_vector(qdata, scale, codebook, group_size, in_features, dtype)` -> W[N, K]
 - `torchlite::qlinear_vector(x, qdata, scale, codebook, bias, group_size, in_features)` -> x @ Ŵ.T + b
 
 `codebook` is float32 [G, C, d]; `scale` float32 [N, 1]; `qdata` the codes (two per byte when C <= 16,
-else in 64-row tiles; `torchlite.quant.vector`). The eager
+else in 64-row tiles; `torchlite.numerics.vector`). The eager
 implementations dequantize and accumulate in float32: the oracle of the lowerings.
 """
 from __future__ import annotations
@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import TorchliteError
-from ..quant.vector import TILE_ROWS
-from ..quant.vector import dequantize_vector as _dequantize_vector
+from ..numerics.vector import TILE_ROWS
+from ..numerics.vector import dequantize_vector as _dequantize_vector
 from .quant import check_x, register_weight_only_autograd
 
 

@@ -12,14 +12,15 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 
-from .. import lowrank
-from ..calibration import InputStats, calibration_batches, observe_graph
+from ..numerics import lowrank
+from ..calibration import calibration_batches, observe_graph
+from ..numerics.stats import InputStats
 from ..errors import TorchliteError
 from ..graph import attr_name, clone, find_linears, set_attr
 from ..graph.linear import weights_used_elsewhere
 from ..graph.cost import Cost, linear_cost, total
 from ..log import logger
-from ..quant.linear import check_finite
+from ..numerics.linear import check_finite
 from ..recipe import Factor, check_calibration, matches
 from ..report import table
 from .quantize import _constant_node, drop_unused_attributes

@@ -28,11 +28,11 @@ from ..graph.cost import BATCH, SEQ, TOKENS, Cost, linear_cost, total
 from ..graph.groups import RESHAPES, Group, _shape_list, dependency_groups, op_name, record_shapes, shape
 from ..graph.linear import LinearSite, weights_used_elsewhere
 from ..log import logger
-from ..quant.linear import check_finite
+from ..numerics.linear import check_finite
 from ..recipe import Prune, check_calibration, matches
 from ..report import table
-from ..sparse import importance as imp
-from ..sparse.nm import check_nm, nm_mask, pack_nm, pack_nm_codes
+from ..numerics import importance as imp
+from ..numerics.nm import check_nm, nm_mask, pack_nm, pack_nm_codes
 from .quantize import QLINEAR, _constant_node, drop_unused_attributes
 
 NM_LINEAR = torch.ops.torchlite.nm_linear.default

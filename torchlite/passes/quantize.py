@@ -19,15 +19,16 @@ import torch.fx as fx
 import torch.nn.functional as F
 
 from .. import ops as _ops  # noqa: F401  (registers torch.ops.torchlite)
-from ..calibration import InputStats, calibration_batches, observe_graph, output_error
+from ..calibration import calibration_batches, observe_graph
+from ..numerics.stats import InputStats, output_error
 from ..errors import TorchliteError
 from ..graph import attr_name, clone, find_linears, get_attr_value, set_attr
 from ..graph.linear import TRANSPOSES, LinearSite
 from ..log import logger
-from ..quant.calibrated import awq, gptq, gptq_log, gptq_vector, smoothquant
-from ..quant.linear import QuantizedWeight, check_finite, quantize_weight
-from ..quant.log import quantize_log
-from ..quant.vector import check_shape, quantize_vector
+from ..numerics.gptq_awq import awq, gptq, gptq_log, gptq_vector, smoothquant
+from ..numerics.linear import QuantizedWeight, check_finite, quantize_weight
+from ..numerics.log import quantize_log
+from ..numerics.vector import check_shape, quantize_vector
 from ..recipe import Quantize, check_calibration, matches
 from ..report import mb, table
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from torchlite.quant.linear import (
+from torchlite.numerics.linear import (
     pack_nibbles, padded_in_features, quantize_weight, unpack_nibbles,
 )
 from torchlite.errors import TorchliteError

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .calibration import InputStats, activation_scale, output_error
-from .errors import TorchliteError
+from .stats import InputStats, activation_scale, output_error
+from ..errors import TorchliteError
 
 ASVD_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)  # alpha = 0 is plain SVD: ASVD is never worse than it
 

@@ -13,7 +13,7 @@ import dataclasses
 
 import torch
 
-from ..calibration import InputStats, activation_scale
+from .stats import InputStats, activation_scale
 from .linear import QuantizedWeight, encode, expand, padded, qrange, quantize_weight, scales_for
 from .log import LogQuantizedWeight, check_bits, code_values, encode_log, log_scales, round_log
 from .vector import VectorQuantizedWeight, encode_vector, nearest_codes, quantize_vector, store_codes

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import torch
 
-from .quant.linear import QuantizedWeight
-from .quant.log import LogQuantizedWeight
-from .quant.vector import VectorQuantizedWeight
-from .sparse.nm import NMWeight
+from .numerics.linear import QuantizedWeight
+from .numerics.log import LogQuantizedWeight
+from .numerics.vector import VectorQuantizedWeight
+from .numerics.nm import NMWeight
 
 
 class QuantizedLinear(torch.nn.Module):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from torchlite import TorchliteError
-from torchlite.quant.vector import pack_codes, quantize_vector, row_scales, snap_to_grid, tile_codes, unpack_codes, untile_codes
+from torchlite.numerics.vector import pack_codes, quantize_vector, row_scales, snap_to_grid, tile_codes, unpack_codes, untile_codes
 
 
 def _assert_nearest(w, qw):

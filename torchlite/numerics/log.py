@@ -11,7 +11,7 @@ Rounding: a magnitude r = |w| / scale within the levels goes to the nearest leve
 |Ŵ - w| <= (√2 - 1)·|w|. Below the smallest level m = 2^-(L-1) it goes to 0 or m, whichever is nearer
 (a tie goes to m); above the top level (log_offset > 0) it saturates.
 
-Storage is that of `torchlite.quant.linear` without an offset: codes packed two per byte in the
+Storage is that of `torchlite.numerics.linear` without an offset: codes packed two per byte in the
 block layout (bits <= 4), one uint8 per code otherwise; K zero-padded to the block (code 0 = 0.0).
 `scale`: float32 [1, 1], [N, 1] or [N, Kp / group_size].
 """

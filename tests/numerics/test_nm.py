@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from torchlite import TorchliteError
-from torchlite.sparse import nm_mask, pack_nm, unpack_nm
+from torchlite.numerics import nm_mask, pack_nm, unpack_nm
 
 NM = st.sampled_from([(1, 2), (1, 4), (2, 4), (3, 4), (2, 8), (4, 8), (7, 8), (2, 3), (5, 16)])
 

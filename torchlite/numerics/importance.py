@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ..calibration import InputStats
+from .stats import InputStats
 from ..errors import TorchliteError
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from torchlite import TorchliteError
-from torchlite.quant.log import code_values, levels, quantize_log
+from torchlite.numerics.log import code_values, levels, quantize_log
 
 BOUND = math.sqrt(2) - 1  # |Ŵ - w| <= (√2 - 1)|w| inside the levels: the threshold is the geometric mean
 
