@@ -17,7 +17,7 @@ import torch
 import torch.fx as fx
 from torch._dynamo.source import ConstantSource, LocalSource
 
-from . import inductor as _lowerings  # noqa: F401  (registers torchlite's Inductor lowerings)
+from .inductor import tag_cache_key  # importing it registers torchlite's Inductor lowerings
 from .calibration import calibration_batches
 from .errors import TorchliteError
 from .graph.lift import TRAINABLE, lift_linear_weights
@@ -148,6 +148,7 @@ def _per_weights(build: Callable, example_inputs) -> Callable:
 
 
 def lite(gm: fx.GraphModule, example_inputs, options: Mapping[str, Any] | None = None, **_: Any) -> Callable:
+    tag_cache_key()
     recipe, calib = parse_options(options)
     if recipe.is_noop:
         return _compile(gm, example_inputs)
@@ -178,7 +179,7 @@ def _lite(gm: fx.GraphModule, example_inputs, recipe, calib) -> tuple[Callable, 
         return _inductor(gm, example_inputs), []
     for report in reports:
         logger.info("lite:\n%s", report)
-    if not any(getattr(r, "layers", None) for r in reports):
+    if not any(r.layers for r in reports):
         logger.info("lite: nothing to rewrite in this graph")
         return _compile(gm, example_inputs), []
     _register_sources(rewritten, gm)

@@ -3,33 +3,27 @@ from __future__ import annotations
 
 import torch
 
-from .numerics.linear import QuantizedWeight
-from .numerics.log import LogQuantizedWeight
-from .numerics.vector import VectorQuantizedWeight
 from .numerics.nm import NMWeight
+from .numerics.schemes import SCHEMES, QuantizedTensor
 
 
 class QuantizedLinear(torch.nn.Module):
-    """A Linear whose weight is stored quantized (int8, or two 4-bit values per byte): linear, log
-    or vector codes (`scheme`).
+    """A Linear whose weight is stored quantized (int8, or two 4-bit values per byte) by one of the
+    schemes of `torchlite.numerics.schemes` (`scheme`: "linear", "log", "vector").
 
-    Its forward is `torch.ops.torchlite.qlinear` (`qlinear_log`, `qlinear_vector`), which Inductor
-    lowers to torchlite's fused kernel when the module is compiled (with backend "lite" or plain
-    "inductor").
+    Its forward is the scheme's op (`torch.ops.torchlite.qlinear`, `qlinear_log`, ...; `qlinear_a8` with
+    int8 activations), which Inductor lowers to torchlite's fused kernel when the module is compiled
+    (with backend "lite" or plain "inductor").
     """
 
-    def __init__(
-        self, qw: QuantizedWeight | LogQuantizedWeight | VectorQuantizedWeight, bias: torch.Tensor | None,
-        activations: str | None = None, x_scale: torch.Tensor | None = None,
-    ):
+    def __init__(self, qw: QuantizedTensor, bias: torch.Tensor | None, activations: str | None = None,
+                 x_scale: torch.Tensor | None = None):
         super().__init__()
         self.activations, self.scheme = activations, qw.scheme
         self.in_features, self.out_features = qw.in_features, qw.out_features
         self.bits, self.group_size = qw.bits, qw.group_size
-        self.register_buffer("qdata", qw.qdata)
-        self.register_buffer("scale", qw.scale)
-        self.register_buffer("zero", qw.zero)
-        self.register_buffer("codebook", qw.codebook)
+        for name in SCHEMES[qw.scheme].tensors:
+            self.register_buffer(name, getattr(qw, name))
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
         self.register_buffer("input_scale", qw.input_scale)
         self.register_buffer("x_scale", x_scale)
@@ -39,25 +33,14 @@ class QuantizedLinear(torch.nn.Module):
             x = x * self.input_scale.to(x.dtype)
         if self.activations:
             return torch.ops.torchlite.qlinear_a8(x, self.qdata, self.scale, self.bias, self.in_features, self.x_scale)
-        if self.scheme == "log":
-            return torch.ops.torchlite.qlinear_log(
-                x, self.qdata, self.scale, self.bias, self.bits, self.group_size, self.in_features
-            )
-        if self.scheme == "vector":
-            return torch.ops.torchlite.qlinear_vector(
-                x, self.qdata, self.scale, self.codebook, self.bias, self.group_size, self.in_features
-            )
-        return torch.ops.torchlite.qlinear(
-            x, self.qdata, self.scale, self.zero, self.bias, self.bits, self.group_size, self.in_features
-        )
+        scheme = SCHEMES[self.scheme]
+        tensors, attributes = scheme.args(self)
+        return scheme.linear(x, *tensors, self.bias, *attributes)
 
     def extra_repr(self) -> str:
         group = f", group_size={self.group_size}" if self.group_size else ""
         acts = f", activations={self.activations}" if self.activations else ""
         scheme = "" if self.scheme == "linear" else f", scheme={self.scheme}"
-        if self.scheme == "vector":
-            groups, size, dim = self.codebook.shape
-            scheme += f", vector_dim={dim}, codebook_size={size}"
         return f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}{group}{acts}{scheme}"
 
 

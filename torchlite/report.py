@@ -1,5 +1,38 @@
-"""Plain-text tables for pass reports."""
+"""The report every pass returns, and the plain-text tables it prints."""
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .graph.cost import Cost, total
+
+
+@dataclass
+class Report:
+    """What a pass changed. `layers`: one record per rewritten layer, each with `name` and the cost
+    model's `before` / `after` (params, bytes, FLOPs); `others`: (name, before, after) of what the
+    totals count besides them (layers left dense, attention FLOPs); `skipped`: (layer, why left alone)."""
+
+    config: Any
+    layers: list = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    others: list[tuple[str, Cost, Cost]] = field(default_factory=list)
+
+    @property
+    def before(self) -> Cost:
+        return total([lay.before for lay in self.layers] + [b for _, b, _ in self.others])
+
+    @property
+    def after(self) -> Cost:
+        return total([lay.after for lay in self.layers] + [a for _, _, a in self.others])
+
+    @property
+    def bytes_before(self) -> int:
+        return self.before.bytes
+
+    @property
+    def bytes_after(self) -> int:
+        return self.after.bytes
 
 
 def table(headers: list[str], rows: list[list[object]]) -> str:

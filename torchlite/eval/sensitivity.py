@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from ..calibration import observe_modules
 from ..numerics.stats import output_error
 from ..errors import TorchliteError
-from ..passes.quantize import quantize_one
+from ..numerics.schemes import quantize
 from ..recipe import Quantize
 from ..report import table
 
@@ -127,7 +127,7 @@ def sensitivity(
         w = layer.weight
         rec = LayerSensitivity(name, w.numel() * w.element_size())
         for label, cfg in schemes.items():
-            qw = quantize_one(w, cfg, stats[name])
+            qw = quantize(w, cfg, stats[name])
             approx = qw.effective_weight().to(w.dtype)
             rec.bytes[label] = qw.nbytes
             rec.output_error[label] = output_error(w, approx, stats[name])

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.fx as fx
 
+from . import meta
 from .linear import TRANSPOSES, LinearSite
 
 ELEMENTWISE = {
@@ -50,14 +51,14 @@ def shape(node) -> tuple[int, ...] | None:
     """The static shape of a node's tensor value (recorded by `record_shapes` or the tracer)."""
     if not isinstance(node, fx.Node):
         return None
-    for key in ("torchlite_shape", "val", "example_value"):
+    for key in (meta.SHAPE, "val", "example_value"):
         v = node.meta.get(key)
         if isinstance(v, torch.Tensor):
             try:
                 return tuple(int(d) for d in v.shape)
             except TypeError:  # symbolic sizes
                 return None
-        if isinstance(v, tuple) and key == "torchlite_shape":
+        if isinstance(v, tuple) and key == meta.SHAPE:
             return v
     return None
 
@@ -66,7 +67,7 @@ class _ShapeRecorder(fx.Interpreter):
     def run_node(self, n: fx.Node):
         out = super().run_node(n)
         if isinstance(out, torch.Tensor):
-            n.meta["torchlite_shape"] = tuple(out.shape)
+            n.meta[meta.SHAPE] = tuple(out.shape)
         return out
 
 
@@ -160,6 +161,16 @@ def _shape_list(node: fx.Node) -> list | None:
     if len(rest) == 1 and isinstance(rest[0], (list, tuple)):
         return list(rest[0])
     return rest or (list(node.kwargs.get("size", node.kwargs.get("shape", []))) or None)
+
+
+def set_size(node: fx.Node, axis: int, size: int) -> None:
+    """Write `size` into the literal target shape of a view/reshape/expand node at `axis` (a -1 stays -1)."""
+    literal = _shape_list(node)
+    if literal is None or len(literal) <= axis or literal[axis] == -1:
+        return
+    literal[axis] = size
+    packed = len(node.args) == 2 and isinstance(node.args[1], (list, tuple))
+    node.args = (node.args[0], literal) if packed else (node.args[0], *literal)
 
 
 def _permutation(node: fx.Node, rank: int) -> list[int] | None:

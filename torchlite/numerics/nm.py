@@ -156,6 +156,12 @@ def pack_nm_codes(codes: torch.Tensor, scale: torch.Tensor, n: int, m: int) -> N
     return replace(nmw, values=nmw.values.to(torch.int8), scale=scale.float().reshape(-1, 1))
 
 
+def codes_packable(bits: int, zero, group_size: int, scale: torch.Tensor, out_features: int) -> bool:
+    """Whether linear quantization codes can be stored as N:M int8 values (`pack_nm_codes`): 8-bit
+    symmetric codes with one scale per output channel."""
+    return bits == 8 and zero is None and not group_size and scale.shape[0] == out_features
+
+
 def _pack_positions(positions: torch.Tensor, m: int) -> torch.Tensor:
     """[out, G, n] ascending positions -> [out, index_columns] uint8 codes (layout in the module docstring)."""
     out, g, n = positions.shape

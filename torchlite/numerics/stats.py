@@ -57,3 +57,10 @@ def activation_scale(stats: InputStats, alpha: float) -> torch.Tensor:
     and AWQ: only the shape of the scaling matters."""
     s = stats.mean_abs.clamp_min(1e-8).pow(alpha)
     return s / s.log().mean().exp()
+
+
+def static_activation_scale(stats: InputStats, input_scale: torch.Tensor | None) -> torch.Tensor:
+    """W8A8 static: one activation scale [1, 1] per layer, max |x| over the calibration data / 127
+    (of x * input_scale when the layer scales its input)."""
+    amax = stats.abs_max if input_scale is None else stats.abs_max * input_scale
+    return (amax.max() / 127).clamp_min(1e-12).reshape(1, 1).float()

@@ -1,9 +1,11 @@
-"""Graph rewrites. Each pass is a pure function `(GraphModule, config, calib=None) -> (GraphModule, Report)`."""
+"""Graph rewrites. Each pass is a pure function `(GraphModule, config, ...) -> (GraphModule, Report)`:
+its input graph is never changed."""
 from .factor import FactorReport
 from .factor import run as factor
-from .prune import PruneReport, sparsify
+from .pack import run as pack_nm
+from .prune import PruneReport
 from .prune import run as prune
 from .quantize import QuantizeReport
 from .quantize import run as quantize
 
-__all__ = ["FactorReport", "PruneReport", "QuantizeReport", "factor", "prune", "quantize", "sparsify"]
+__all__ = ["FactorReport", "PruneReport", "QuantizeReport", "factor", "pack_nm", "prune", "quantize"]

@@ -16,14 +16,13 @@ from ..numerics import lowrank
 from ..calibration import calibration_batches, observe_graph
 from ..numerics.stats import InputStats
 from ..errors import TorchliteError
-from ..graph import attr_name, clone, find_linears, set_attr
-from ..graph.linear import weights_used_elsewhere
-from ..graph.cost import Cost, linear_cost, total
+from ..graph import clone, find_linears, meta
+from ..graph.cost import Cost, linear_cost
+from ..graph.rewrite import copy_meta, drop_unused, linear_part, new_constant, replace_linear, shared_weights
 from ..log import logger
 from ..numerics.linear import check_finite
 from ..recipe import Factor, check_calibration, matches
-from ..report import table
-from .quantize import _constant_node, drop_unused_attributes
+from ..report import Report, table
 
 SHARED = "weight is also used outside linear layers (e.g. a tied embedding): factoring it would add parameters"
 
@@ -43,19 +42,10 @@ class FactorLayer:
 
 
 @dataclass
-class FactorReport:
-    config: Factor
+class FactorReport(Report):
+    """`others`: the linear layers left dense (same cost before and after, in the totals)."""
+
     layers: list[FactorLayer] = field(default_factory=list)
-    dense: list[tuple[str, Cost]] = field(default_factory=list)  # linear layers left dense
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-
-    @property
-    def before(self) -> Cost:
-        return total([lay.before for lay in self.layers] + [c for _, c in self.dense])
-
-    @property
-    def after(self) -> Cost:
-        return total([lay.after for lay in self.layers] + [c for _, c in self.dense])
 
     def __str__(self) -> str:
         c = self.config
@@ -100,7 +90,6 @@ def factor_layers(
 ) -> list[tuple[torch.Tensor, torch.Tensor] | None]:
     """Factor the weights of (name, weight, has_bias, reason-to-skip) layers. Shared by the pass and
     `torchlite.compress`. Validates everything before computing anything; returns (A, B) or None per layer."""
-    check_calibration(cfg, stats)
     candidates = []
     bias = {name: has_bias for name, _, has_bias, _ in layers}
     for name, weight, has_bias, reason in layers:
@@ -111,7 +100,8 @@ def factor_layers(
             continue
         report.skipped.append((name, reason))
         if weight is not None:
-            report.dense.append((name, _dense_cost(weight, has_bias)))
+            cost = _dense_cost(weight, has_bias)
+            report.others.append((name, cost, cost))
     if cfg.rank is not None:
         for name, w in candidates:
             if cfg.rank > min(w.shape):
@@ -127,7 +117,7 @@ def factor_layers(
         dense = _dense_cost(w, bias[name])
         if rank is None:
             report.skipped.append((name, f"factoring does not save {cfg.min_saving:.0%} of its parameters at the chosen rank"))
-            report.dense.append((name, dense))
+            report.others.append((name, dense, dense))
             continue
         alpha = None
         if cfg.method == "asvd":
@@ -152,45 +142,42 @@ def run(gm: fx.GraphModule, cfg: Factor, calib=None):
     if not isinstance(cfg, Factor):
         raise TypeError(f"factor needs a torchlite.Factor config, got {type(cfg).__name__}")
     check_calibration(cfg, calib)
-    if calib is not None:
-        calib = calibration_batches(calib, "factor")
+    return apply(gm, cfg, None if calib is None else calibration_batches(calib, "factor"))
+
+
+def apply(gm: fx.GraphModule, cfg: Factor, batches=None):
+    """`run` on validated input (the pipeline validates a whole recipe once)."""
     new = clone(gm)
     sites = find_linears(new)
-    shared = weights_used_elsewhere(new, sites)
+    shared = shared_weights(new, sites, tied_linears=False)
     layers = []
     for s in sites:
         reason = s.reason or (SHARED if id(s.weight_tensor) in shared else None)
         has_bias = s.bias is not None or s.bias_tensor(new) is not None
         layers.append((s.name, s.weight_tensor, has_bias, reason))
     stats = None
-    if calib is not None:
+    if batches is not None:
         watch = {s.name: (s.x, s.weight_tensor.shape[1]) for s, (_, _, _, why) in zip(sites, layers) if why is None}
-        stats = observe_graph(new, watch, calib, "factor")
+        stats = observe_graph(new, watch, batches, "factor")
     report = FactorReport(cfg)
     factors = factor_layers(layers, cfg, stats, report)
     for site, pair in zip(sites, factors):
         if pair is not None:
             _replace(new, site, *pair)
-    drop_unused_attributes(new, gm)
+    drop_unused(new, gm)
     new.recompile()
     logger.debug("%s", report)
     return new, report
 
 
 def _replace(gm: fx.GraphModule, site, a: torch.Tensor, b: torch.Tensor) -> None:
-    module = gm.get_submodule(str(site.node.target)) if site.node.op == "call_module" else None
-    bias = _constant_node(gm, site, "bias", module.bias if module is not None else None)
+    bias = linear_part(gm, site, "bias")
     nodes = {}
     for part, tensor in (("lowrank_a", a), ("lowrank_b", b)):
-        attr = attr_name(gm, f"{site.name}.{part}")
-        set_attr(gm, attr, tensor)
-        with gm.graph.inserting_before(site.node):
-            nodes[part] = gm.graph.get_attr(attr)
-        nodes[part].meta["torchlite_name"] = f"{site.name}.{part}.weight"
+        nodes[part] = new_constant(gm, f"{site.name}.{part}", tensor, site.node)
+        nodes[part].meta[meta.NAME] = f"{site.name}.{part}.weight"
     with gm.graph.inserting_before(site.node):
         h = gm.graph.call_function(F.linear, (site.x, nodes["lowrank_a"], None))
         y = gm.graph.call_function(F.linear, (h, nodes["lowrank_b"], bias))
-    for n in (h, y):
-        n.meta.update({k: v for k, v in site.node.meta.items() if k in ("stack_trace", "nn_module_stack")})
-    site.node.replace_all_uses_with(y)
-    gm.graph.erase_node(site.node)
+    copy_meta(site.node, h)
+    replace_linear(gm, site, y)

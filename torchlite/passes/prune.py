@@ -4,7 +4,7 @@
   ranked globally.
 - "n:m": n weights kept in every m consecutive inputs; the layer becomes `torchlite::nm_linear` over
   the compressed storage (values plus small indices), or, with `pack=False`, stays a dense linear
-  with the zeros in place so a later pass (quantize) sees it; `sparsify` packs it afterwards.
+  with the zeros in place so a later pass (quantize) sees it; `passes.pack_nm` packs it afterwards.
 - "neuron" / "head" / "channel": whole units of dependency groups (`torchlite.graph.groups`) are
   removed: producers lose rows, consumers columns, coupled constants their slices, and reshapes that
   name the pruned size get the new one. The result is a smaller dense graph.
@@ -23,19 +23,18 @@ from tqdm.auto import tqdm
 from .. import ops as _ops  # noqa: F401  (registers torch.ops.torchlite)
 from ..calibration import calibration_batches, observe_graph
 from ..errors import TorchliteError
-from ..graph import attr_name, clone, find_linears, get_attr_value, set_attr
+from ..graph import attr_name, clone, find_linears, get_attr_value, meta
 from ..graph.cost import BATCH, SEQ, TOKENS, Cost, linear_cost, total
-from ..graph.groups import RESHAPES, Group, _shape_list, dependency_groups, op_name, record_shapes, shape
-from ..graph.linear import LinearSite, weights_used_elsewhere
+from ..graph.groups import RESHAPES, Group, dependency_groups, op_name, record_shapes, set_size, shape
+from ..graph.linear import LinearSite
+from ..graph.rewrite import drop_unused, replace_by_nm, replace_constant, shared_weights
 from ..log import logger
 from ..numerics.linear import check_finite
 from ..recipe import Prune, check_calibration, matches
-from ..report import table
+from ..report import Report, table
 from ..numerics import importance as imp
-from ..numerics.nm import check_nm, nm_mask, pack_nm, pack_nm_codes
-from .quantize import QLINEAR, _constant_node, drop_unused_attributes
+from ..numerics.nm import check_nm, nm_mask, pack_nm
 
-NM_LINEAR = torch.ops.torchlite.nm_linear.default
 SHARED = "weight is also used outside this linear layer (e.g. tied to an embedding): pruning it would change that use"
 
 
@@ -59,21 +58,12 @@ class PruneGroupReport:
 
 
 @dataclass
-class PruneReport:
-    config: Prune
+class PruneReport(Report):
+    """`others`: the attention FLOPs of the heads pruned (in the totals); `steps`: target sparsity of each step."""
+
     layers: list[PruneLayer] = field(default_factory=list)
     groups: list[PruneGroupReport] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    attention: list[tuple[str, Cost, Cost]] = field(default_factory=list)  # heads pruned: sdpa FLOPs
-    steps: list[float] = field(default_factory=list)  # target sparsity of each step
-
-    @property
-    def before(self) -> Cost:
-        return total([lay.before for lay in self.layers] + [b for _, b, _ in self.attention])
-
-    @property
-    def after(self) -> Cost:
-        return total([lay.after for lay in self.layers] + [a for _, _, a in self.attention])
+    steps: list[float] = field(default_factory=list)
 
     @property
     def sparsity(self) -> float:
@@ -96,8 +86,8 @@ class PruneReport:
         rows.append(["total", "", "", "", b.params, a.params, b.bytes, a.bytes, b.flops, a.flops])
         headers = ["layer", "shape", "shape after", "zeros", "params", "params after", "bytes", "bytes after", "FLOPs", "FLOPs after"]
         out = [head, table(headers, rows)]
-        if self.attention:
-            out.append(f"attention FLOPs (in the totals): {total(x for _, x, _ in self.attention).flops} -> {total(x for _, _, x in self.attention).flops}")
+        if self.others:
+            out.append(f"attention FLOPs (in the totals): {total(x for _, x, _ in self.others).flops} -> {total(x for _, _, x in self.others).flops}")
         out += [f"{g.kind} group {g.name}: {g.kept}/{g.units} units kept" for g in self.groups]
         reasons: dict[str, list[str]] = {}
         for name, why in self.skipped:
@@ -110,15 +100,11 @@ class PruneReport:
 def _candidates(gm: fx.GraphModule, cfg: Prune, report: PruneReport) -> tuple[list[LinearSite], list[LinearSite]]:
     """(all linear layers, those to prune), every weight checked before anything changes."""
     sites = find_linears(gm)
-    shared = weights_used_elsewhere(gm, sites)
-    counts: dict[int, int] = {}
-    for s in sites:
-        if s.weight_tensor is not None:
-            counts[id(s.weight_tensor)] = counts.get(id(s.weight_tensor), 0) + 1
+    shared = shared_weights(gm, sites, tied_linears=True)
     out = []
     for s in sites:
         why = s.reason
-        if why is None and (id(s.weight_tensor) in shared or counts[id(s.weight_tensor)] > 1):
+        if why is None and id(s.weight_tensor) in shared:
             why = SHARED
         if why is None and matches(s.name, cfg.exclude):
             why = "excluded by the recipe"
@@ -135,20 +121,6 @@ def _candidates(gm: fx.GraphModule, cfg: Prune, report: PruneReport) -> tuple[li
     return sites, out
 
 
-def _constant(gm: fx.GraphModule, node: fx.Node, tensor: torch.Tensor, name: str) -> fx.Node:
-    """Point every use of the get_attr `node` at a new constant holding `tensor`."""
-    attr = attr_name(gm, name)
-    set_attr(gm, attr, tensor)
-    with gm.graph.inserting_before(node):
-        new = gm.graph.get_attr(attr)
-    new.meta.update(node.meta)
-    new.meta["torchlite_name"] = node.meta.get("torchlite_name", str(node.target))
-    new.meta["torchlite_shape"] = tuple(tensor.shape)
-    node.replace_all_uses_with(new)
-    gm.graph.erase_node(node)
-    return new
-
-
 def _set_weight(gm: fx.GraphModule, site: LinearSite, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
     """Give the layer a new weight (and bias, when it has one); the old tensors are not touched."""
     if site.node.op == "call_module":
@@ -160,12 +132,12 @@ def _set_weight(gm: fx.GraphModule, site: LinearSite, weight: torch.Tensor, bias
         gm.add_submodule(name, linear)
         site.node.target = name
         return
-    site.weight.meta.setdefault("torchlite_name", f"{site.name}.weight")
-    site.weight = _constant(gm, site.weight, weight, f"{site.name}.weight")
+    site.weight.meta.setdefault(meta.NAME, f"{site.name}.weight")
+    site.weight = replace_constant(gm, site.weight, weight, f"{site.name}.weight")
     site.weight_tensor = weight
     if bias is not None and isinstance(site.bias, fx.Node) and site.bias.op == "get_attr":
-        site.bias.meta.setdefault("torchlite_name", f"{site.name}.bias")
-        site.bias = _constant(gm, site.bias, bias, f"{site.name}.bias")
+        site.bias.meta.setdefault(meta.NAME, f"{site.name}.bias")
+        site.bias = replace_constant(gm, site.bias, bias, f"{site.name}.bias")
 
 
 def _gradients(gm: fx.GraphModule, sites: list[LinearSite], batches) -> dict[str, torch.Tensor]:
@@ -228,7 +200,7 @@ def _prune_weights(gm, cfg: Prune, sparsity: float, sites, scores, report: Prune
             bias_bytes = 0 if bias is None else bias.numel() * bias.element_size()
             after = Cost(nnz, nmw.nbytes + bias_bytes, 2 * nmw.values.numel() * TOKENS)
             if pack:
-                _replace_by_nm(gm, site, nmw, bias)
+                replace_by_nm(gm, site, nmw)
             else:
                 _set_weight(gm, site, pruned, None)
         else:
@@ -237,28 +209,6 @@ def _prune_weights(gm, cfg: Prune, sparsity: float, sites, scores, report: Prune
         zeros = 1 - int(masks[site.name].sum()) / masks[site.name].numel()
         report.layers.append(PruneLayer(site.name, tuple(w.shape), tuple(w.shape), zeros, before, after))
     return masks
-
-
-def _replace_by_nm(gm: fx.GraphModule, site: LinearSite, nmw, bias: torch.Tensor | None) -> None:
-    parts = {"nm_values": nmw.values, "nm_indices": nmw.indices, "nm_scale": nmw.scale}
-    nodes = {}
-    for part, tensor in parts.items():
-        if tensor is None:
-            nodes[part] = None
-            continue
-        attr = attr_name(gm, f"{site.name}.{part}")
-        set_attr(gm, attr, tensor)
-        with gm.graph.inserting_before(site.node):
-            nodes[part] = gm.graph.get_attr(attr)
-    bias_node = _constant_node(gm, site, "bias", bias)
-    with gm.graph.inserting_before(site.node):
-        y = gm.graph.call_function(
-            NM_LINEAR, (site.x, nodes["nm_values"], nodes["nm_indices"], nodes["nm_scale"], bias_node, nmw.n, nmw.m, nmw.in_features)
-        )
-    y.meta.update({k: v for k, v in site.node.meta.items() if k in ("stack_trace", "nn_module_stack", "torchlite_shape")})
-    y.meta["torchlite_name"] = site.name
-    site.node.replace_all_uses_with(y)
-    gm.graph.erase_node(site.node)
 
 
 def _kind(g: Group) -> str:
@@ -298,24 +248,15 @@ def _shrink(gm: fx.GraphModule, g: Group, kept: list[int]) -> None:
         _set_weight(gm, s, w.detach()[:, g.indices(w.shape[1], kept, u)].clone(), None)
     for node, axis in g.constants.items():
         t = get_attr_value(gm, str(node.target))
-        _constant(gm, node, t.detach().index_select(axis, g.indices(t.shape[axis], kept, u)).clone(), str(node.target))
+        replace_constant(gm, node, t.detach().index_select(axis, g.indices(t.shape[axis], kept, u)).clone(), str(node.target))
     for node, axis in g.members.items():
         if node.op == "get_attr" or node.graph is not gm.graph:
             continue
         old = shape(node)
         new = old[:axis] + (old[axis] // u * len(kept),) + old[axis + 1:]
-        node.meta["torchlite_shape"] = new
+        node.meta[meta.SHAPE] = new
         if op_name(node) in RESHAPES | {"expand"}:
-            _set_literal(node, axis, new[axis])
-
-
-def _set_literal(node: fx.Node, axis: int, size: int) -> None:
-    literal = _shape_list(node)
-    if literal is None or len(literal) <= axis or literal[axis] == -1:
-        return
-    literal[axis] = size
-    packed = len(node.args) == 2 and isinstance(node.args[1], (list, tuple))
-    node.args = (node.args[0], literal) if packed else (node.args[0], *literal)
+            set_size(node, axis, new[axis])
 
 
 def _attention_cost(node: fx.Node, heads: int) -> Cost:
@@ -355,7 +296,7 @@ def _prune_groups(gm, cfg: Prune, sparsity: float, all_sites, scores, report: Pr
         heads = {n: shape(n)[g.members[n]] for n in sdpa}
         _shrink(gm, g, kept)
         for n in sdpa:
-            report.attention.append((n.name, _attention_cost(n, heads[n]), _attention_cost(n, heads[n] // units * len(kept))))
+            report.others.append((n.name, _attention_cost(n, heads[n]), _attention_cost(n, heads[n] // units * len(kept))))
         report.groups.append(PruneGroupReport(g.name, _kind(g), units, len(kept), sorted(set(range(units)) - set(kept))))
     for s in sites:
         (out_f, in_f), has_bias, size = before[s.name]
@@ -368,7 +309,10 @@ def _prune_groups(gm, cfg: Prune, sparsity: float, all_sites, scores, report: Pr
         ))
 
 
-def _step(gm, cfg: Prune, sparsity: float, batches, pack: bool, original: dict[str, int] | None):
+def step(gm, cfg: Prune, sparsity: float, batches, pack: bool, original: dict[str, int] | None):
+    """One pruning step of `gm` to `sparsity` (structured: with `original`, the unit count of each group
+    before the first step, the target counts from those). Returns (new gm, PruneReport, keep-masks of
+    unstructured / N:M layers or None)."""
     report = PruneReport(cfg, steps=[sparsity])
     new = clone(gm)
     all_sites, sites = _candidates(new, cfg, report)
@@ -378,7 +322,7 @@ def _step(gm, cfg: Prune, sparsity: float, batches, pack: bool, original: dict[s
         _prune_groups(new, cfg, sparsity, all_sites, scores, report, original)
     else:
         masks = _prune_weights(new, cfg, sparsity, sites, scores, report, pack)
-    drop_unused_attributes(new, gm)
+    drop_unused(new, gm)
     new.recompile()
     if cfg.structured and batches:
         try:
@@ -392,85 +336,72 @@ def run(gm: fx.GraphModule, cfg: Prune, calib=None, *, pack: bool = True, callba
     """Prune `gm`'s linear layers. Returns (new GraphModule, PruneReport).
 
     `pack=False` leaves N:M layers as dense linears holding the zeros (for a later quantize pass;
-    `sparsify` packs them). With `cfg.schedule`, `callback(gm, step)` runs after every step (e.g. to
-    fine-tune the graph's weights); weights pruned so far are set back to zero after it returns.
+    `passes.pack_nm` packs them). With `cfg.schedule`, `callback(gm, step)` runs after every step (e.g.
+    to fine-tune the graph's weights); weights pruned so far are set back to zero after it returns.
     """
     if not isinstance(cfg, Prune):
         raise TypeError(f"prune needs a torchlite.Prune config, got {type(cfg).__name__}")
     check_calibration(cfg, calib)
     batches = calibration_batches(calib, "prune") if calib is not None else None
+    return apply(gm, cfg, batches, pack=pack, callback=callback)
+
+
+def apply(gm: fx.GraphModule, cfg: Prune, batches=None, *, pack: bool = True, callback=None):
+    """`run` on validated input (the pipeline validates a whole recipe once)."""
     if batches and any(kwargs for _, kwargs in batches):
         raise TorchliteError("prune: a GraphModule is calibrated with positional batches (tensors or tuples), not dicts")
     if cfg.schedule is None:
-        new, report, _ = _step(gm, cfg, cfg.sparsity, batches, pack, None)
-        logger.debug("%s", report)
-        return new, report
-    original = None
-    current, reports = gm, []
-    for step, target in scheduled_steps(cfg, relative=cfg.structured and cfg.scope == "global"):
-        current, report, masks = _step(current, cfg, target, batches, pack, original)
+        new, report, _ = step(gm, cfg, cfg.sparsity, batches, pack, None)
+    else:
+        new, report = in_steps(
+            cfg, lambda current, sparsity, original: step(current, cfg, sparsity, batches, pack, original), gm,
+            callback, _reapply,
+        )
+    logger.debug("%s", report)
+    return new, report
+
+
+def in_steps(cfg: Prune, prune_step, target, callback, reapply):
+    """Iterative pruning of `target` (a graph, or a model for `torchlite.compress`) by `cfg.schedule`.
+
+    `prune_step(target, sparsity, original) -> (target, report, masks)` prunes once (`original`: each
+    group's unit count before the first step, None in the first step). After every step
+    `callback(target, step)` runs under torch.manual_seed(schedule.seed + step), then
+    `reapply(target, masks)` zeros again what earlier steps removed (a fine-tuning callback may move
+    those weights). Returns (target, one PruneReport for all steps)."""
+    original, reports = None, []
+    targets = cfg.schedule.sparsities(cfg.sparsity)
+    relative = cfg.structured and cfg.scope == "global"  # global ranks the units still there
+    for i, sparsity in enumerate(tqdm(targets, desc="prune: steps")):
+        if relative and i:
+            sparsity = 1 - (1 - sparsity) / (1 - targets[i - 1])
+        target, report, masks = prune_step(target, sparsity, original)
         if original is None:
             original = {g.name: g.units for g in report.groups}
         reports.append(report)
         if callback is not None:
-            seeded_callback(cfg, callback, current, step)
+            torch.manual_seed(cfg.schedule.seed + i)
+            callback(target, i)
             if masks:
-                _reapply(current, masks)
-    report = merge_reports(cfg, reports)
-    logger.debug("%s", report)
-    return current, report
-
-
-def scheduled_steps(cfg: Prune, relative: bool):
-    """(step, sparsity to prune to) for each step of `cfg.schedule`, with a progress bar; with
-    `relative`, from the second step on as a fraction of the units still there."""
-    targets = cfg.schedule.sparsities(cfg.sparsity)
-    for step, target in enumerate(tqdm(targets, desc="prune: steps")):
-        yield step, 1 - (1 - target) / (1 - targets[step - 1]) if relative and step else target
-
-
-def seeded_callback(cfg: Prune, callback, model, step: int) -> None:
-    torch.manual_seed(cfg.schedule.seed + step)
-    callback(model, step)
+                reapply(target, masks)
+    return target, _merge_reports(cfg, reports)
 
 
 def _reapply(gm: fx.GraphModule, masks: dict[str, torch.Tensor]) -> None:
-    """Zero again what the masks removed (a fine-tuning callback may have moved those weights)."""
     with torch.no_grad():
         for site in find_linears(gm):
             if site.name in masks and site.weight_tensor is not None:
                 site.weight_tensor.mul_(masks[site.name].to(site.weight_tensor.dtype))
 
 
-def merge_reports(cfg: Prune, reports: list[PruneReport]) -> PruneReport:
+def _merge_reports(cfg: Prune, reports: list[PruneReport]) -> PruneReport:
     """One report for all steps: layers from the first step's 'before' to the last step's 'after'."""
     first, last = reports[0], reports[-1]
     begin = {lay.name: lay for lay in first.layers}
     layers = [replace(lay, shape_before=begin[lay.name].shape_before, before=begin[lay.name].before) if lay.name in begin else lay
               for lay in last.layers]
-    att_begin = {name: b for name, b, _ in first.attention}
-    attention = [(name, att_begin.get(name, b), a) for name, b, a in last.attention]
+    att_begin = {name: b for name, b, _ in first.others}
+    others = [(name, att_begin.get(name, b), a) for name, b, a in last.others]
     groups = [replace(g, units=next((f.units for f in first.groups if f.name == g.name), g.units)) for g in last.groups]
-    return PruneReport(cfg, layers, groups, last.skipped, attention, cfg.schedule.sparsities(cfg.sparsity))
-
-
-def sparsify(gm: fx.GraphModule, n: int, m: int, names: set[str]) -> fx.GraphModule:
-    """Pack the layers `names` (N:M sparse dense linears, or int8 per-channel qlinears whose codes are
-    N:M sparse) into `torchlite::nm_linear`. In place; returns `gm`."""
-    for site in find_linears(gm):
-        if site.name in names and site.weight_tensor is not None:
-            _replace_by_nm(gm, site, pack_nm(site.weight_tensor.detach(), n, m), site.bias_tensor(gm))
-    for node in list(gm.graph.nodes):
-        if node.target is not QLINEAR or node.meta.get("torchlite_name") not in names:
-            continue
-        x, q, s, z, b, bits, group_size, k = node.args
-        if bits != 8 or z is not None or group_size or q.op != "get_attr" or s.op != "get_attr":
-            continue
-        codes, scale = get_attr_value(gm, str(q.target)), get_attr_value(gm, str(s.target))
-        if scale.shape[0] != codes.shape[0]:
-            continue  # per-tensor scale: not the layout nm_linear reads
-        site = LinearSite(node, 0, q, b, node.meta["torchlite_name"], None)
-        _replace_by_nm(gm, site, pack_nm_codes(codes[:, :k], scale, n, m), site.bias_tensor(gm))
-    drop_unused_attributes(gm, gm)
-    gm.recompile()
-    return gm
+    return PruneReport(cfg, layers=layers, skipped=last.skipped, others=others, groups=groups,
+                       steps=cfg.schedule.sparsities(cfg.sparsity))
