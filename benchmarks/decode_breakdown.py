@@ -19,31 +19,24 @@ import warnings
 import torch
 import torch._inductor.config as inductor_config
 
-from common import FRESH_COPY, compile_lite, header, llama_1b, markdown, smollm2_and_wikitext, write_section
-from factor_speed import PROMPT, llama_rank_pairs, whitened_models
+from common import FRESH_COPY, compile_lite, header, markdown, write_section
+from models import PROMPT, llama_1b, llama_rank_pairs, smollm2_and_wikitext, whitened_models
 from torchlite import LowRankLinear
-from torchlite.eval.lm import _GreedyStepper, greedy_decode, weight_bytes
+from torchlite.eval.lm import GreedyStepper, greedy_decode, rotations, weight_bytes
 
 warnings.filterwarnings("ignore")
 ABOUT_LLAMA = (
     "The 1.1 B Llama of model_decode.py (22 layers, hidden 2048, MLP 5632, untied lm_head) with random weights; each "
     "linear layer but the lm_head replaced by a random rank-r pair keeping 90 / 80 / 70 % of its parameters, r rounded "
-    "down to a multiple of 16 (`factor_speed.llama_rank_pairs`). Speed depends on the shapes only.\n"
+    "down to a multiple of 16 (`models.llama_rank_pairs`). Speed depends on the shapes only.\n"
 )
-
-
-def in_rotation(names: list[str], rounds: int):
-    """Each name once per round, the order rotating from round to round."""
-    for r in range(rounds):
-        for i in range(len(names)):
-            yield names[(r + i) % len(names)]
 
 
 def profiled_steps(forward, model, prompt, steps: int) -> tuple[float, float, float]:
     """(median step ms, ms per step inside the compiled C++ kernels, ms per step in the graph's Python
     wrapper outside them) over `steps` decode steps under torch.profiler (Inductor's kernel profiling
     names one event per generated C++ function), after the prompt and two warm steps unprofiled."""
-    stepper = _GreedyStepper(forward, model.config, prompt, 256, torch.float32, None)
+    stepper = GreedyStepper(forward, model.config, prompt, 256, torch.float32, None)
     with torch.no_grad():
         for _ in range(len(prompt) + 2):
             stepper.step()
@@ -84,12 +77,14 @@ def main() -> int:
     with torch.no_grad():
         for name, fn in compiled.items():
             greedy_decode(fn, models[name].config, prompt, 2, desc=f"compile {name}")
-        for name in in_rotation(list(models), args.rounds):
-            run = greedy_decode(compiled[name], models[name].config, prompt, args.new_tokens, desc=name)
-            steps[name].append(statistics.median(run.step_seconds) * 1e3)
+        for order in rotations(list(models), args.rounds):
+            for name in order:
+                run = greedy_decode(compiled[name], models[name].config, prompt, args.new_tokens, desc=name)
+                steps[name].append(statistics.median(run.step_seconds) * 1e3)
         profiled = {name: [] for name in models}
-        for name in in_rotation(list(models), args.rounds):
-            profiled[name].append(profiled_steps(compiled[name], models[name], prompt, 20))
+        for order in rotations(list(models), args.rounds):
+            for name in order:
+                profiled[name].append(profiled_steps(compiled[name], models[name], prompt, 20))
     step, kernel, wrapper = ({name: statistics.median(t[i] for t in p) for name, p in profiled.items()} for i in range(3))
     rest_fp32 = step["fp32"] - kernel["fp32"]
     rows = []

@@ -17,12 +17,12 @@ import warnings
 import torch
 
 import torchlite
-from common import compile_lite, header, markdown, smollm2_and_wikitext, write_section
+from common import compile_lite, header, markdown, write_section
+from models import PROMPT, smollm2_and_wikitext
 from torchlite import Factor, Quantize, Recipe
 from torchlite.eval.lm import greedy_decode, perplexity, weight_bytes
 
 warnings.filterwarnings("ignore")
-PROMPT = "The history of the city of Paris"
 
 
 def params(model: torch.nn.Module) -> int:

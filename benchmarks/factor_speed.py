@@ -8,7 +8,6 @@ least 0.8x of the reduction in weight bytes, read as (speedup - 1) >= 0.8 * (byt
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 import warnings
 
@@ -16,13 +15,13 @@ import torch
 
 import torchlite
 from common import FRESH_COPY, compile_lite, header, markdown, measure_interleaved, write_section
-from torchlite import Factor, LowRankLinear, Quantize, Recipe
+from models import PROMPT, llama_1b, llama_rank_pairs, whitened_models
+from torchlite import Factor, Quantize, Recipe
 from torchlite.eval.data import wikitext2
 from torchlite.eval.lm import weight_bytes
 from torchlite.eval.models import load_smollm2, smollm2_dir
 
 warnings.filterwarnings("ignore")
-PROMPT = "The history of the city of Paris"
 
 
 ABOUT = {
@@ -34,15 +33,6 @@ ABOUT = {
     "30 % model (the lm_head quantized in both); the factored fp32 models share fp32's embedding, norms and lm_head. "
     "Speed depends on the shapes only, so random weights serve.\n",
 }
-
-
-def whitened_models(model, calib) -> dict:
-    """fp32 (a deepcopy, see common.FRESH_COPY) and whitened factorizations of `model` with 10 / 20 / 30 %
-    fewer parameters in the factorable linear layers."""
-    models = {"fp32": copy.deepcopy(model)}
-    for fewer in (0.1, 0.2, 0.3):
-        models[f"whiten, {fewer:.0%} fewer"] = torchlite.compress(model, Recipe(factor=Factor(budget=1 - fewer, method="whiten")), calib=calib)
-    return models
 
 
 def smollm2_models(n_calib: int):
@@ -61,28 +51,10 @@ def smollm2_models(n_calib: int):
     return models, ids[-512:].unsqueeze(0), tok(PROMPT).input_ids
 
 
-def llama_rank_pairs(model, fewer: float):
-    """`model` with every linear layer but the lm_head replaced by a random rank-r pair keeping 1 - `fewer` of
-    its parameters (r rounded down to a multiple of 16, as `Factor.rank_multiple` does); the embedding, norms
-    and lm_head shared with `model`, not copied (24 GiB hold no more)."""
-    factored = {name: m for name, m in model.named_modules() if type(m) is torch.nn.Linear and name != "lm_head"}
-    shared = {id(p): p for p in model.parameters()}
-    shared.update({id(m.weight): None for m in factored.values()})  # replaced below: not copied
-    small = copy.deepcopy(model, shared)
-    for name, m in factored.items():
-        r = int((1 - fewer) * m.in_features * m.out_features // (m.in_features + m.out_features)) // 16 * 16
-        pair = LowRankLinear(torch.randn(r, m.in_features) * 0.02, torch.randn(m.out_features, r) * 0.02, None)
-        parent, _, leaf = name.rpartition(".")
-        setattr(small.get_submodule(parent), leaf, pair)
-    return small.requires_grad_(False)
-
-
 def llama_models():
     """The 1.1 B Llama of model_decode.py with random weights; the same with random rank pairs keeping 90 / 80 /
-    70 % of every linear layer's parameters but the lm_head's (`llama_rank_pairs`); and int8
+    70 % of every linear layer's parameters but the lm_head's (`models.llama_rank_pairs`); and int8
     (`torchlite.compress`) of fp32 and of the 30 % model: speed depends on shapes only."""
-    from common import llama_1b
-
     model = llama_1b()
     models = {"fp32": model, "int8": torchlite.compress(model, "int8")}
     for fewer in (0.1, 0.2, 0.3):

@@ -12,7 +12,8 @@ import time
 import warnings
 
 import torchlite
-from common import header, markdown, smollm2_and_wikitext, write_section
+from common import header, markdown, write_section
+from models import smollm2_and_wikitext
 from torchlite.eval.lm import perplexity
 
 warnings.filterwarnings("ignore")

@@ -12,7 +12,6 @@ roofline of a batch-1 decode step), as medians over the rounds.
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import warnings
 
@@ -20,25 +19,11 @@ import torch
 
 import torchlite
 from common import compile_lite, header, markdown, median_seconds, read_bandwidth_gbs, write_section
-from torchlite.eval.lm import weight_bytes
+from models import Layers, copies, layer_stacks, own_class, replicated
+from torchlite.eval.lm import rotations, weight_bytes
 from torchlite.numerics.linear import quantize_weight
 
 warnings.filterwarnings("ignore")
-
-
-class Layers(torch.nn.Module):
-    """`count` distinct Linear(k, n) layers (n >= k), each fed by the previous one's output, as in a
-    model: no compiler can fuse them into one pass over the input."""
-
-    def __init__(self, count: int, n: int, k: int):
-        super().__init__()
-        self.layers = torch.nn.ModuleList(torch.nn.Linear(k, n, bias=False) for _ in range(count))
-
-    def forward(self, x):
-        k = x.shape[-1]
-        for layer in self.layers:
-            x = x + 1e-3 * layer(x)[..., :k]
-        return x
 
 
 class Int8Expression(torch.nn.Module):
@@ -70,13 +55,6 @@ CODEBOOK_ROWS = [
 ]
 
 
-def layer_stacks(fp32_gib: float):
-    """(n, k, count, Layers) per decode shape: as many Linear(k, n) layers as make `fp32_gib` GiB."""
-    for n, k in [(11008, 4096), (4096, 4096)]:
-        count = max(2, round(fp32_gib * 2**30 / (n * k * 4)))
-        yield n, k, count, Layers(count, n, k).eval().requires_grad_(False)
-
-
 def compiled_with(model, **inductor_config):
     """torch.compile(model) whose (first-call) compilation runs under the given Inductor config."""
     compiled = torch.compile(model)
@@ -95,30 +73,6 @@ def compressed(model: Layers) -> dict:
     """Once per shape (k-means is slow): `model` compressed by each lite recipe and codebook scheme."""
     recipes = {label: torchlite.compress(model, recipe) for label, recipe in LITE_RECIPES}
     return recipes | {label: torchlite.compress(model, {"quantize": cfg}) for label, cfg in CODEBOOK_ROWS}
-
-
-def own_class(module: torch.nn.Module) -> torch.nn.Module:
-    """A shallow copy of `module` (same weights) with a class of its own: Dynamo keeps its compiled
-    graphs apart from those of every other copy (they share one forward, and its guards tell
-    instances apart by class, not by weights), so all paths stay compiled side by side."""
-    clone = copy.copy(module)
-    clone.__class__ = type(type(module).__name__, (type(module),), {})
-    return clone
-
-
-def copies(fp32_bytes: int, nbytes: int) -> int:
-    """How many times a stack of `nbytes` repeats to read about as much per call as the fp32 one."""
-    return max(1, round(fp32_bytes / nbytes))
-
-
-def replicated(stack: torch.nn.Module, fp32_bytes: int, nbytes: int) -> tuple[torch.nn.Module, int]:
-    """A copy of `stack` (an own class, see `own_class`) whose `layers` repeat as distinct copies (new
-    memory, same values) until it reads about `fp32_bytes` per call; and its bytes per call."""
-    times = copies(fp32_bytes, nbytes)
-    clone = own_class(stack)
-    clone._modules = dict(stack._modules)  # the shallow copy shares the dict: give it its own
-    clone.layers = torch.nn.ModuleList(copy.deepcopy(layer) for _ in range(times) for layer in stack.layers)
-    return clone, nbytes * times
 
 
 def variants(model: Layers, compressed_models: dict):
@@ -157,10 +111,10 @@ def measure(entries: list, rounds: int, iters: int):
     """Per path: (median ms per layer over the rounds, median of its per-round share of the round's read
     bandwidth, median per-round speed ratio against the first path); and the median bandwidth."""
     seconds, shares, bandwidths = {e[0]: [] for e in entries}, {e[0]: [] for e in entries}, []
-    for r in range(rounds):
+    for order in rotations(entries, rounds):
         bandwidth = read_bandwidth_gbs()
         bandwidths.append(bandwidth)
-        for name, fn, x, nbytes, layers in entries[r % len(entries):] + entries[: r % len(entries)]:
+        for name, fn, x, nbytes, layers in order:
             t = median_seconds(fn, x, warmup=1, iters=iters) / layers
             seconds[name].append(t)
             shares[name].append(nbytes / layers / t / 1e9 / bandwidth)

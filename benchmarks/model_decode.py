@@ -18,7 +18,8 @@ os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="torchlite-bench
 import torch  # noqa: E402
 
 import torchlite  # noqa: E402
-from common import compile_lite, header, llama_1b, markdown, quantize_dynamic_bytes, write_section  # noqa: E402
+from common import compile_lite, header, markdown, quantize_dynamic_bytes, write_section  # noqa: E402
+from models import PROMPT, llama_1b  # noqa: E402
 from torchlite.eval.lm import greedy_decode, weight_bytes  # noqa: E402
 
 warnings.filterwarnings("ignore")
@@ -30,7 +31,7 @@ def smollm2():
     if smollm2_dir() is None:
         return None
     model, tok = load_smollm2()
-    return model.requires_grad_(False), tok("The history of the city of Paris").input_ids
+    return model.requires_grad_(False), tok(PROMPT).input_ids
 
 
 def paths(model):

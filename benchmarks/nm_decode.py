@@ -15,7 +15,7 @@ import torch
 
 import torchlite
 from common import compile_lite, header, markdown, write_section
-from linear_decode import Layers, layer_stacks, replicated
+from models import Layers, layer_stacks, replicated
 from torchlite.eval.lm import weight_bytes
 from torchlite.numerics import nm_mask, pack_nm
 
@@ -61,7 +61,7 @@ def sparse_vs_dense(model: Layers, iters: int) -> list[list[str]]:
     """2:4 sparse against dense of the same value dtype, x = [1, k], timed interleaved. The dense
     layers hold the 2:4-pruned weights too (speed does not depend on the values). Every stack repeats
     its layers as distinct copies until it reads as many bytes per call as the fp32 one
-    (`linear_decode.replicated`), so that no path's weights fit the caches where the fp32 ones do not."""
+    (`models.replicated`), so that no path's weights fit the caches where the fp32 ones do not."""
     pruned = Layers(len(model.layers), *model.layers[0].weight.shape).eval().requires_grad_(False)
     pruned.load_state_dict({name: w * nm_mask(w.abs(), 2, 4) for name, w in model.state_dict().items()})
     fp32 = weight_bytes(pruned)

@@ -20,12 +20,12 @@ import warnings
 import torch
 
 import torchlite
-from common import FRESH_COPY, compile_lite, header, markdown, measure_interleaved, smollm2_and_wikitext, write_section
+from common import FRESH_COPY, compile_lite, header, markdown, measure_interleaved, write_section
+from models import PROMPT, kv_heads, linear_macs, smollm2_and_wikitext
 from torchlite import Prune, Recipe
 from torchlite.eval.lm import perplexity, weight_bytes
 
 warnings.filterwarnings("ignore")
-PROMPT = "The history of the city of Paris"
 STRUCTURED = (0.1, 0.2, 0.3)
 
 
@@ -96,19 +96,6 @@ def _tp_kv_groups(tp, model, inputs, ratio):
     return m.requires_grad_(False)
 
 
-def linear_macs(model) -> int:
-    """Multiply-adds per token of every linear layer the kernels run, lm_head included (prefill FLOPs / 2)."""
-    total = 0
-    for m in model.modules():
-        if isinstance(m, torch.nn.Linear):
-            total += m.weight.numel()
-        elif isinstance(m, torchlite.SparseLinear):
-            total += m.values.numel()
-        elif isinstance(m, torchlite.QuantizedLinear):
-            total += m.in_features * m.out_features
-    return total
-
-
 def nonzero_linear_params(model) -> int:
     total = 0
     for m in model.modules():
@@ -117,11 +104,6 @@ def nonzero_linear_params(model) -> int:
         elif isinstance(m, torchlite.SparseLinear):
             total += int((m.values != 0).sum())
     return total
-
-
-def kv_heads(model) -> list[int]:
-    hd = model.config.head_dim if getattr(model.config, "head_dim", None) else model.config.hidden_size // model.config.num_attention_heads
-    return [layer.self_attn.k_proj.out_features // hd for layer in model.model.layers]
 
 
 def main() -> int:

@@ -20,8 +20,8 @@ import warnings
 import torch
 
 import torchlite
-from common import compile_lite, header, llama_1b, markdown, measure_interleaved, write_section
-from prune_quality import kv_heads, linear_macs
+from common import compile_lite, header, markdown, measure_interleaved, write_section
+from models import kv_heads, linear_macs, llama_1b
 from torchlite import Prune, Recipe
 from torchlite.eval.lm import weight_bytes
 

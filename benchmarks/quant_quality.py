@@ -15,7 +15,8 @@ import warnings
 import torch
 
 import torchlite
-from common import DOCS, compile_lite, header, markdown, quantize_dynamic_bytes, smollm2_and_wikitext, write_section
+from common import DOCS, compile_lite, header, markdown, quantize_dynamic_bytes, write_section
+from models import smollm2_and_wikitext
 from torchlite import Quantize, Recipe
 from torchlite.eval.lm import greedy_decode, perplexity, weight_bytes
 
@@ -54,8 +55,8 @@ def linear_bits_per_weight(model: torch.nn.Module) -> float:
     bits = params = 0
     for m in model.modules():
         if isinstance(m, torchlite.QuantizedLinear):
-            parts = (m.qdata, m.scale, m.zero, m.input_scale, m.codebook)
-            bits += 8 * sum(t.numel() * t.element_size() for t in parts if t is not None)
+            stored = [t for name, t in m.named_buffers() if name not in ("bias", "x_scale")]  # codes, scales, codebooks...
+            bits += 8 * sum(t.numel() * t.element_size() for t in stored)
             params += m.in_features * m.out_features
         elif type(m) is torch.nn.Linear:
             bits += 8 * m.weight.numel() * m.weight.element_size()

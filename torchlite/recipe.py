@@ -12,12 +12,12 @@ from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
 from .errors import TorchliteError
+from .numerics.schemes import SCHEMES
 
 GRANULARITIES = ("tensor", "channel", "group")
 FACTOR_METHODS = ("svd", "asvd", "whiten")
 QUANTIZE_METHODS = ("rtn", "gptq", "awq", "smoothquant")
 ACTIVATIONS = (None, "dynamic", "static")
-SCHEMES = ("linear", "log", "vector")
 PRUNE_STRUCTURES = ("unstructured", "n:m", "neuron", "head", "channel")
 PRUNE_IMPORTANCES = ("l1", "l2", "wanda", "taylor")
 PRUNE_SCOPES = ("layer", "global")
@@ -143,8 +143,8 @@ class Quantize:
             for key, value in (("bits", code_bits), ("vector_dim", dim), ("codebook_size", size)):
                 object.__setattr__(self, key, value)
             return
-        low = {"linear": 2, "log": 3}[self.scheme]
-        bits = {"linear": 8, "log": 4}[self.scheme] if bits is None else bits
+        low, default = SCHEMES[self.scheme].bits
+        bits = default if bits is None else bits
         if isinstance(bits, bool) or not isinstance(bits, int) or not low <= bits <= 8:
             which = "" if self.scheme == "linear" else f" by scheme={self.scheme!r}"
             raise TorchliteError(f"Quantize.bits={bits!r} is not supported{which}; use an int in {low}..8")

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +33,7 @@ class Decode:
         return 1.0 / statistics.median(self.step_seconds)
 
 
-class _GreedyStepper:
+class GreedyStepper:
     """One model's greedy decoding, one position per `step()`, with a static KV cache of
     `max_cache_len` (every step has the same shapes and reuses one compiled graph). The prompt is
     fed token by token through the same graph."""
@@ -82,10 +84,23 @@ def greedy_decode(
     Dynamo's guard evaluation (`skip_guard_eval_unsafe`): nothing a guard checks changes between
     steps, and on a small model evaluating them is a visible part of a step."""
     steps = _check_length(prompt_ids, new_tokens, max_cache_len)
-    stepper = _GreedyStepper(forward, config, prompt_ids, max_cache_len, dtype, kv_heads)
+    stepper = GreedyStepper(forward, config, prompt_ids, max_cache_len, dtype, kv_heads)
     for _ in tqdm(range(steps), desc=desc, leave=False):
         stepper.step()
     return stepper.result()
+
+
+T = TypeVar("T")
+
+
+def rotations(items: Sequence[T], rounds: int) -> Iterator[list[T]]:
+    """The order of `items` in each of `rounds` rounds: every item once, round r (from 0) starting at
+    item r (mod the count) and going on cyclically (round 1 of a, b, c: b, c, a), so that no item
+    always runs first while the machine's speed drifts."""
+    items = list(items)
+    for r in range(rounds):
+        shift = r % len(items) if items else 0
+        yield items[shift:] + items[:shift]
 
 
 @torch.no_grad()
@@ -103,10 +118,10 @@ def lockstep_decode(
     steps = _check_length(prompt_ids, new_tokens, max_cache_len)
     if burst < 2:
         raise ValueError(f"burst={burst}: a turn needs at least 2 positions (its first one is not timed)")
-    steppers = [_GreedyStepper(f, config, prompt_ids, max_cache_len, dtype, kv) for f, config, kv in models.values()]
-    for turn, start in enumerate(tqdm(range(0, steps, burst), desc=desc, leave=False)):
-        for i in range(len(steppers)):
-            stepper = steppers[(turn + i) % len(steppers)]
+    steppers = [GreedyStepper(f, config, prompt_ids, max_cache_len, dtype, kv) for f, config, kv in models.values()]
+    turns = list(range(0, steps, burst))
+    for start, order in zip(tqdm(turns, desc=desc, leave=False), rotations(steppers, len(turns))):
+        for stepper in order:
             if len(steppers) > 1:
                 stepper.cold.add(start)
             for _ in range(start, min(start + burst, steps)):

@@ -18,7 +18,7 @@ from .gptq_awq import awq, gptq, gptq_log, gptq_vector, smoothquant
 from .linear import quantize_weight
 from .log import quantize_log
 from .stats import InputStats
-from .vector import quantize_vector
+from .vector import check_shape, quantize_vector
 
 if TYPE_CHECKING:
     from ..recipe import Quantize
@@ -55,6 +55,8 @@ class Scheme:
     linear_op: str  # torch.ops.torchlite.<linear_op>: x @ Ŵᵀ + b
     dequantize_op: str  # torch.ops.torchlite.<dequantize_op>: Ŵ
     describe: Callable[["Quantize"], str]  # one phrase for reports
+    bits: tuple[int, int] | None  # (fewest bits, default bits); None: set by the scheme's own options
+    check: Callable[[str, torch.Size, "Quantize"], None] = lambda name, shape, cfg: None  # raises on a shape it cannot take
 
     def args(self, qw) -> tuple[list, list]:
         """(tensors, attributes) of `qw` (a QuantizedTensor, or a module holding the same names)."""
@@ -116,14 +118,15 @@ def _per(cfg) -> str:
 
 register(Scheme(
     "linear", _linear, ("qdata", "scale", "zero"), ("bits", "group_size", "in_features"), "qlinear", "dequantize",
-    lambda c: f"{c.bits}-bit {'symmetric' if c.symmetric else 'asymmetric'}" + _per(c),
+    lambda c: f"{c.bits}-bit {'symmetric' if c.symmetric else 'asymmetric'}" + _per(c), (2, 8),
 ))
 register(Scheme(
     "log", _log, ("qdata", "scale"), ("bits", "group_size", "in_features"), "qlinear_log", "dequantize_log",
-    lambda c: f"{c.bits}-bit log (offset {c.log_offset:g})" + _per(c),
+    lambda c: f"{c.bits}-bit log (offset {c.log_offset:g})" + _per(c), (3, 4),
 ))
 register(Scheme(
     "vector", _vector, ("qdata", "scale", "codebook"), ("group_size", "in_features"), "qlinear_vector",
     "dequantize_vector",
     lambda c: f"vector d={c.vector_dim}, {c.codebook_size} centroids per " + (f"{c.group_size} rows" if c.group_size else "layer"),
+    None, lambda name, shape, c: check_shape(name, shape, c.vector_dim, c.codebook_size, c.group_size),
 ))

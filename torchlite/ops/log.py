@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from ..errors import TorchliteError
 from ..numerics.linear import padded_in_features, storage_shape
-from ..numerics.log import dequantize_log as _dequantize_log
+from ..numerics import log as log_codes
 from .quant import check_x, register_weight_only_autograd
 
 
@@ -35,7 +35,7 @@ def dequantize_log(
     qdata: torch.Tensor, scale: torch.Tensor, bits: int, group_size: int, in_features: int, dtype: torch.dtype
 ) -> torch.Tensor:
     check_log_weight(qdata, scale, bits, group_size, in_features)
-    return _dequantize_log(qdata, scale, bits, group_size, in_features, dtype)
+    return log_codes.dequantize_log(qdata, scale, bits, group_size, in_features, dtype)
 
 
 @dequantize_log.register_fake
@@ -51,7 +51,7 @@ def qlinear_log(
 ) -> torch.Tensor:
     check_x(x, in_features)
     check_log_weight(qdata, scale, bits, group_size, in_features)
-    w = _dequantize_log(qdata, scale, bits, group_size, in_features)
+    w = log_codes.dequantize_log(qdata, scale, bits, group_size, in_features)
     return F.linear(x.float(), w, None if bias is None else bias.float()).to(x.dtype)
 
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from ..errors import TorchliteError
 from ..numerics.vector import TILE_ROWS
-from ..numerics.vector import dequantize_vector as _dequantize_vector
+from ..numerics import vector as vector_codes
 from .quant import check_x, register_weight_only_autograd
 
 
@@ -41,7 +41,7 @@ def dequantize_vector(
     dtype: torch.dtype,
 ) -> torch.Tensor:
     check_vector_weight(qdata, scale, codebook, group_size, in_features)
-    return _dequantize_vector(qdata, scale, codebook, group_size, in_features, dtype)
+    return vector_codes.dequantize_vector(qdata, scale, codebook, group_size, in_features, dtype)
 
 
 @dequantize_vector.register_fake
@@ -57,7 +57,7 @@ def qlinear_vector(
 ) -> torch.Tensor:
     check_x(x, in_features)
     check_vector_weight(qdata, scale, codebook, group_size, in_features)
-    w = _dequantize_vector(qdata, scale, codebook, group_size, in_features)
+    w = vector_codes.dequantize_vector(qdata, scale, codebook, group_size, in_features)
     return F.linear(x.float(), w, None if bias is None else bias.float()).to(x.dtype)
 
 

@@ -28,7 +28,6 @@ from ..log import logger
 from ..numerics import schemes
 from ..numerics.linear import check_finite
 from ..numerics.stats import InputStats, output_error, static_activation_scale
-from ..numerics.vector import check_shape
 from ..recipe import Quantize, check_calibration, matches
 from ..report import Report, mb, table
 
@@ -125,8 +124,8 @@ def quantize_layers(
 ) -> list:
     """Quantize the weights of (name, weight, reason-to-skip) layers that `cfg` does not exclude.
 
-    Shared by the pass and `torchlite.compress`. Every chosen weight is checked for NaN/Inf (and, for
-    vector quantization, its shape) before any is quantized; a weight shared by several layers (tied) is
+    Shared by the pass and `torchlite.compress`. Every chosen weight is checked for NaN/Inf (and its
+    shape, by its scheme) before any is quantized; a weight shared by several layers (tied) is
     quantized and reported once (with the statistics of its first layer). `stats` (by layer name) are
     needed by the calibrated methods. Returns, per layer, its quantized weight (the same object for tied
     layers) or None if skipped.
@@ -136,8 +135,7 @@ def quantize_layers(
         if reason is None:
             check_finite(weight, name)
             layer_cfg = cfg.for_layer(name)
-            if layer_cfg.scheme == "vector":
-                check_shape(name, weight.shape, layer_cfg.vector_dim, layer_cfg.codebook_size, layer_cfg.group_size)
+            schemes.SCHEMES[layer_cfg.scheme].check(name, weight.shape, layer_cfg)
         else:
             report.skipped.append((name, reason))
             logger.info("quantize: leaving %s as it is: %s", name, reason)
