@@ -99,9 +99,21 @@ def read_bandwidth_gbs(nbytes: int = 1 << 30) -> float:
     return max(by_sum, by_gemv) / 1e9
 
 
+SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512vbmi", "avx512_bf16", "amx_tile")
+
+
+def cpu_flags() -> str:
+    """The CPU's vector-instruction flags that decide which kernel paths run (from /proc/cpuinfo)."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return "flags unknown"
+    return "flags " + (" ".join(f for f in SIMD_FLAGS if f in flags) or "none of " + "/".join(SIMD_FLAGS))
+
+
 def machine() -> str:
-    """CPU model and last-level cache (lscpu: the cache decides which weights stream from memory),
-    threads, torch and Python versions."""
+    """CPU model, last-level cache (lscpu: the cache decides which weights stream from memory), its SIMD
+    flags, threads, torch and Python versions."""
     cpu = platform.processor() or "cpu"
     try:
         info = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
@@ -110,7 +122,8 @@ def machine() -> str:
         cpu += f" (L3 {l3.group(1).strip()})" if l3 else ""
     except Exception:
         pass
-    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}, Python {platform.python_version()}"
+    return (f"{cpu}, {cpu_flags()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+            f"Python {platform.python_version()}")
 
 
 def header(title: str) -> str:

@@ -267,7 +267,7 @@ class Factor:
     min_saving: a layer is only factored where r*(in+out) <= (1 - min_saving) * in*out.
     rank_multiple: ranks chosen by ratio (rounded down), energy (up) or budget (to the nearest) are
         multiples of this where the layer allows: the compiled decode reduces a rank of whole
-        16-float vectors in one loop, any other in three (design.md). 1: ranks as computed; a
+        16-float vectors in one loop, any other in three. 1: ranks as computed; a
         fixed `rank` is always used as given.
     exclude: fully-qualified names (or name suffixes, or glob patterns) of layers to leave dense.
     """
