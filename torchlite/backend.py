@@ -21,9 +21,8 @@ from .inductor import tag_cache_key  # importing it registers torchlite's Induct
 from .calibration import calibration_batches
 from .errors import TorchliteError
 from .graph.lift import TRAINABLE, lift_linear_weights
-from .inductor.attention import route_decode_attention
-from .inductor.dense import route_float_linears
 from .log import logger
+from .passes.route import route_decode_attention, route_float_linears
 from .pipeline import apply_recipe
 from .recipe import Recipe, parse_recipe
 
@@ -89,7 +88,7 @@ def _inductor(gm: fx.GraphModule, example_inputs) -> Callable:
 def _compile(gm: fx.GraphModule, example_inputs) -> Callable:
     """Inductor with torchlite's lowerings; for inference, float linears go through
     `torchlite::linear` (decode shapes as a bandwidth-bound reduction, see torchlite.inductor.dense)
-    and decode-shaped attention through `decode_attention` (torchlite.inductor.attention)."""
+    and decode-shaped attention through `decode_attention` (both routed by torchlite.passes.route)."""
     if torch.is_grad_enabled():
         return _inductor(gm, example_inputs)
     routed, linears = route_float_linears(gm)
@@ -100,7 +99,7 @@ def _compile(gm: fx.GraphModule, example_inputs) -> Callable:
         logger.warning("lite: compiling with torchlite::linear failed (%s: %s); using plain Inductor", type(exc).__name__, exc)
         return _inductor(gm, example_inputs)
     logger.info("lite: %d floating-point linear(s) lowered through torchlite::linear, %d decode attention(s) "
-                "as fused reductions", linears, attentions)
+                "as fused reductions", len(linears.layers), len(attentions.layers))
     return compiled
 
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from torch._inductor.utils import run_and_get_code
 
 import torchlite  # noqa: F401  (registers the backend's lowerings)
-from torchlite.inductor.attention import decode_attention, route_decode_attention
+from torchlite.passes.route import decode_attention, route_decode_attention
 
 
 @settings(max_examples=40, deadline=None)
@@ -76,8 +76,8 @@ def test_route_rewrites_only_what_it_computes_exactly(q_len, sdpa, rewritten):
     inputs = inputs[:3] + ((None,) if sdpa else inputs[3:])  # is_causal and dropout take no mask here
     gm, example = _dynamo_graph(model, inputs)
     before = gm.code
-    routed, count = route_decode_attention(gm)
-    assert count == rewritten and gm.code == before, "the input graph is left as it was"
+    routed, report = route_decode_attention(gm)
+    assert len(report.layers) == rewritten and gm.code == before, "the input graph is left as it was"
     if not sdpa.get("dropout_p"):
         torch.testing.assert_close(routed(*example), gm(*example), rtol=1e-5, atol=1e-5)
 

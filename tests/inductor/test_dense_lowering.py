@@ -8,7 +8,7 @@ from torch._inductor.utils import run_and_get_code
 
 import torchlite  # noqa: F401  (registers ops and lowerings)
 from torchlite import TorchliteError
-from torchlite.inductor.dense import route_float_linears
+from torchlite.passes.route import route_float_linears
 
 CASES = [
     # x batch shape, out, in, bias, dtype
@@ -89,9 +89,9 @@ def test_route_rewrites_float_linears_and_keeps_the_input_graph():
     model, x = MLP().eval(), torch.randn(2, 64)
     gm = torchlite.trace(model, (x,))
     before = gm.code
-    routed, count = route_float_linears(gm)
+    routed, report = route_float_linears(gm)
     targets = [n.target for n in routed.graph.nodes if n.op == "call_function"]
-    assert count == 3 and targets.count(torch.ops.torchlite.linear.default) == 3
+    assert len(report.layers) == 3 and targets.count(torch.ops.torchlite.linear.default) == 3
     assert gm.code == before, "the input graph is left as it was"
     torch.testing.assert_close(routed(x), model(x))
 
@@ -103,7 +103,7 @@ def test_route_leaves_non_float_weights():
     graph.output(graph.call_function(F.linear, (x, w)))
     gm = fx.GraphModule(torch.nn.Module(), graph)
     w.meta["val"] = torch.empty(8, 16, dtype=torch.int8)
-    assert route_float_linears(gm)[1] == 0
+    assert route_float_linears(gm)[1].layers == []
 
 
 def test_decode_pair_has_no_copy_loop_between_its_reductions():

@@ -1,43 +1,43 @@
-"""Inductor lowering of `torchlite::linear`, and the graph rewrite that routes float linears to it.
+"""Inductor lowering of `torchlite::linear` (float linears; `passes.route.route_float_linears` routes them here).
 
 A batch-1 decode step reads every weight once, so it is bound by the bytes it reads; BLAS GEMV
 (MKL through `aten.mm`) reaches well under the machine's read bandwidth at these shapes. Decode-shaped
-calls (at most FUSED_MAX_ROWS rows, known at compile time) therefore lower to the same reduction as
-the quantized linears (`torchlite.inductor.quant`): weight row outer, a K loop of 64-element steps
-whose inner loop is one contiguous vector, float32 accumulation (K that is not a whole number of
-vectors, e.g. a pruned MLP width or the second factor of a low-rank pair: that loop over the largest
-multiple of 64, plus one vectorized loop with a tail for the rest). Larger
-(prefill-shaped or symbolic) calls are compute-bound and use Inductor's GEMM, as without torchlite.
+calls therefore lower to the shared decode reduction (`decode.fused_sum`, the float weight read
+through `_FloatWeight`): weight row outer, a K loop of 64-element steps whose inner loop is one
+contiguous vector, float32 accumulation (K that is not a whole number of vectors, e.g. a pruned MLP
+width or the second factor of a low-rank pair: that loop over the largest multiple of 64, plus one
+vectorized loop with a tail for the rest). Larger (prefill-shaped or symbolic) calls are compute-bound
+and use Inductor's GEMM, as without torchlite.
 """
 from __future__ import annotations
 
 import torch
-import torch.fx as fx
 from torch._inductor import ir
 from torch._inductor.lowering import register_lowering, to_dtype
 from torch._inductor.virtualized import ops
 
-from ..graph.linear import LINEAR_FUNCTIONS
-from ..graph.attrs import clone, get_attr_value
 from ..ops import dense as _ops  # noqa: F401  (the op must exist before we register its lowering)
-from .quant import VEC, _fused_sum, row_sums, weight_only_linear
+from .decode import VEC, WeightLoader, fused_sum, row_sums, weight_only_linear
 
 
-class _FloatWeight:
-    """A float weight [N, K] seen through the loads `_fused_sum` makes (its first `block` columns as
-    one block, unpacked)."""
+class _FloatWeight(WeightLoader):
+    """A float weight [N, K] as `fused_sum` reads it: its first `block` columns as one block, unpacked,
+    stored as the weights themselves (no offset, no scale)."""
 
     packed = False
 
     def __init__(self, weight, block):
-        self.load = weight.make_loader()
+        self.w = weight.make_loader()
         self.block = block
 
-    def byte(self, n, k):
-        return self.load([n, k])
+    def load(self, n, k):
+        return self.w([n, k])
 
-    def _centered(self, stored, n, g):
+    def centered(self, stored, n, g):
         return ops.to_dtype(stored, torch.float32)
+
+    def scale(self, n, g):
+        return ops.constant(1.0, torch.float32)
 
 
 def _plain_sum(x2, weight, n_out, m_rows, start, stop):
@@ -70,10 +70,10 @@ def _linear(x, weight, bias):
     def dense(dtype):
         return weight if weight.get_dtype() == dtype else to_dtype(weight, dtype)
 
-    def fused_sum(x2, m_rows):
+    def sums(x2, m_rows):
         if main == 0:
             return _plain_sum(x2, weight, n_out, m_rows, 0, k)
-        acc = _fused_sum(x2, _FloatWeight(weight, main), n_out, m_rows, main, grouped=False)
+        acc = fused_sum(x2, _FloatWeight(weight, main), n_out, m_rows, main, grouped=False)
         if main == k:
             return acc
         head, tail = acc.make_loader(), _plain_sum(x2, weight, n_out, m_rows, main, k).make_loader()
@@ -82,32 +82,4 @@ def _linear(x, weight, bias):
             inner_fn=lambda idx: ops.add(head(idx), tail(idx)),
         )
 
-    return weight_only_linear(x, bias, n_out, dense, fused_sum)
-
-
-def _weight(gm: fx.GraphModule, node) -> torch.Tensor | None:
-    if not isinstance(node, fx.Node):
-        return None
-    if node.op == "get_attr":
-        value = get_attr_value(gm, str(node.target))
-    else:
-        value = node.meta.get("val", node.meta.get("example_value"))
-    return value if isinstance(value, torch.Tensor) else None
-
-
-def route_float_linears(gm: fx.GraphModule) -> tuple[fx.GraphModule, int]:
-    """A copy of `gm` in which every `F.linear(x, W, b)` with a 2-D floating-point W calls
-    `torchlite::linear`; and how many were rewritten."""
-    new = clone(gm)
-    count = 0
-    for node in new.graph.nodes:
-        if node.op != "call_function" or node.target not in LINEAR_FUNCTIONS or node.kwargs:
-            continue
-        x, w, b = (list(node.args) + [None] * 3)[:3]
-        wt = _weight(new, w)
-        if wt is None or wt.dim() != 2 or not wt.is_floating_point() or not isinstance(wt.shape[1], int):
-            continue
-        node.target, node.args = torch.ops.torchlite.linear.default, (x, w, b)
-        count += 1
-    new.recompile()
-    return new, count
+    return weight_only_linear(x, bias, n_out, dense, sums)

@@ -11,30 +11,30 @@ bit patterns needed bitcasts, which Inductor's C++ backend emits as per-lane cop
 memory: 12 ms per 4096x4096 2:4 layer against 1.0 ms with `where`, ad hoc 2026-11-30 15:35.) There is no gather and every
 load is contiguous along the groups, so the inner loop (one block of 16 groups) is a single
 AVX-512 vector. The iteration is [out, rows] (weight row outer): each weight row is read once for
-all rows. Larger calls rebuild the dense weight into a temporary and use Inductor's GEMM. Decode
-calls of 2:4 with int8 values on CPUs with AVX512-VNNI run the hand-written `csrc/nm_vnni.cpp`
-instead (`_vnni_sums`).
+all rows. Larger calls rebuild the dense weight into a temporary and use Inductor's GEMM
+(`decode.weight_only_linear`). Decode calls of 2:4 with int8 values on CPUs with AVX512-VNNI run the
+hand-written `csrc/nm_vnni.cpp` instead (`nm_vnni_usable`, `nm_vnni_sums`).
 """
 from __future__ import annotations
 
 import torch
 from torch._inductor import ir
-from torch._inductor.lowering import lowerings, register_lowering, to_dtype
-from torch._inductor.virtualized import V, ops
+from torch._inductor.lowering import register_lowering
+from torch._inductor.virtualized import ops
 from torch.utils._sympy.functions import FloorDiv, ModularIndexing
 
 from ..ops import sparse as _ops  # noqa: F401  (the op must exist before we register its lowering)
 from ..numerics.nm import group_block, index_columns, index_layout, offset_bits, pair_code_column
 from . import vnni
 from .cpp_kernel import call, static_int, takes_decode_call
-from .quant import FUSED_MAX_ROWS, matrix_rows, row_sums
+from .decode import row_sums, weight_only_linear
 
-aten = torch.ops.aten
 f32, i32 = torch.float32, torch.int32
 
 
 class _NMWeight:
-    """Loads of one N:M weight inside Inductor inner functions."""
+    """Loads of one N:M weight (its kept values, their position codes, the row scale of int8 values)
+    inside Inductor inner functions."""
 
     def __init__(self, values, indices, scale, n: int, m: int, groups: int):
         self.v, self.idx = values.make_loader(), indices.make_loader()
@@ -51,7 +51,12 @@ class _NMWeight:
         b = self.block
         return FloorDiv(g, b) * (entries * b) + entry * b + ModularIndexing(g, 1, b)
 
-    def value(self, o, j, g):
+    def scale(self, o):
+        """The row scale of int8 values (float values have none: `s` is None)."""
+        return self.s([o, 0])
+
+    def kept(self, o, j, g):
+        """Kept value j of group g of row o, float32 (scale not applied)."""
         return ops.to_dtype(self.v([o, self._column(j, self.n, g)]), f32)
 
     def code(self, o, j, g):
@@ -103,32 +108,35 @@ class _NMWeight:
         )
         return ops.add(offset, ops.constant(j, i32))
 
-    def dense(self, o, k):
-        """W[o, k] (float32, scale not applied) for an arbitrary k: the slot whose position is k's, or 0."""
+    def dequantized(self, o, k):
+        """Ŵ[o, k] (float32, scale applied) for an arbitrary k: the slot whose position is k's, or 0."""
         g, r = FloorDiv(k, self.m), ModularIndexing(k, 1, self.m)
         zero = ops.constant(0.0, f32)
         total = zero
         for j in range(self.n):
             hit = ops.eq(self.position(o, j, g), ops.index_expr(r, i32))
-            total = ops.add(total, ops.where(hit, self.value(o, j, g), zero))
-        return total
+            total = ops.add(total, ops.where(hit, self.kept(o, j, g), zero))
+        return ops.mul(total, self.scale(o)) if self.s is not None else total
 
 
-def _vnni_sums(x2, m_rows, values, indices, n: int, m: int, in_features: int):
-    """Σ x·v [N, M] (row scale not applied) from `csrc/nm_vnni.cpp` for 2:4 int8 values in whole blocks
-    of 16 groups on a CPU with AVX512-VNNI, or None (the generated reduction takes the call). The
-    reduction converts every int8 value to float and blends float activations: 3x fewer bytes per
-    instruction than with float values, 0.62-0.74x of the dense int8 VNNI kernel (design.md)."""
+def nm_vnni_usable(x2, m_rows, values, n: int, m: int, in_features: int) -> bool:
+    """Whether `nm_vnni_sums` can take this call: 2:4 int8 values in whole blocks of 16 groups on a CPU
+    with AVX512-VNNI (otherwise the generated reduction takes it)."""
     n_out, groups = values.get_size()[0], in_features // m
     if (n, m) != (2, 4) or values.get_dtype() != torch.int8 or groups % 16:
-        return None
-    if not (takes_decode_call(x2, m_rows, vnni.FLAGS) and static_int(n_out)):
-        return None
-    defines = {
-        "M_ROWS": int(m_rows), "N_OUT": int(n_out), "K_IN": in_features, "KP": -(-groups // 32) * 128,
-        "GROUPS": groups, "CODE_BYTES": index_columns(n, m, groups), "PARTS": vnni.weight_only_parts(narrow_codes=False),
-        "STATIC_X_SCALE": 0,
-    }
+        return False
+    return takes_decode_call(x2, m_rows, vnni.FLAGS) and static_int(n_out)
+
+
+def nm_vnni_sums(x2, m_rows, values, indices, n: int, m: int, in_features: int):
+    """Σ x·v [N, M] (row scale not applied) from `csrc/nm_vnni.cpp`. The generated reduction converts
+    every int8 value to float and blends float activations: this kernel reads 3x fewer bytes per
+    instruction than with float values, 0.62-0.74x of the dense int8 VNNI kernel (ad hoc, 2026-11-30)."""
+    n_out, groups = values.get_size()[0], in_features // m
+    defines = {"M_ROWS": int(m_rows), "N_OUT": int(n_out), "GROUPS": groups, "CODE_BYTES": index_columns(n, m, groups)}
+    defines = vnni.with_activation_parts(
+        defines, in_features=in_features, kp=-(-groups // 32) * 128, parts=vnni.weight_only_parts(narrow_codes=False)
+    )
     src = vnni.kernel_source("nm_vnni.cpp")
     return call([x2, values, indices], [n_out, m_rows], src, defines, ["const float*", "const int8_t*", "const uint8_t*", "float*"], "nm_vnni")
 
@@ -149,42 +157,26 @@ def _regrouped(x2, m_rows, m: int, groups: int):
 
 @register_lowering(torch.ops.torchlite.nm_linear.default, type_promotion_kind=None)
 def _nm_linear_lowering(x, values, indices, scale, bias, n, m, in_features):
-    *batch, k = x.get_size()
     n_out = values.get_size()[0]
-    m_rows = matrix_rows(x)
     groups = in_features // m
-    x2 = lowerings[aten.reshape](x, [m_rows, k])
-    out_dtype, device = x.get_dtype(), x.get_device()
     w = _NMWeight(values, indices, scale, n, m, groups)
 
-    def scaled(v, o):
-        return ops.mul(v, w.s([o, 0])) if w.s is not None else v
-
-    if not V.graph.sizevars.statically_known_leq(m_rows, FUSED_MAX_ROWS):
-        dense = ir.Pointwise.create(
-            device=device, dtype=out_dtype, ranges=[n_out, in_features],
-            inner_fn=lambda idx: ops.to_dtype(scaled(w.dense(*idx), idx[0]), out_dtype),
+    def dense(dtype):
+        return ir.Pointwise.create(
+            device=x.get_device(), dtype=dtype, ranges=[n_out, in_features],
+            inner_fn=lambda idx: ops.to_dtype(w.dequantized(*idx), dtype),
         )
-        out = lowerings[aten.mm](x2, lowerings[aten.permute](dense, [1, 0]))
-        if bias is not None:
-            out = lowerings[aten.add](out, to_dtype(bias, out_dtype))
-        return lowerings[aten.reshape](out, [*batch, n_out])
 
-    acc = _vnni_sums(x2, m_rows, values, indices, n, m, in_features)
-    if acc is None:
-        acc = _nm_sums(x2, m_rows, w, n, m, groups, n_out)
-    acc_l = acc.make_loader()
-    bias_l = bias.make_loader() if bias is not None else None
+    def sums(x2, m_rows):
+        if nm_vnni_usable(x2, m_rows, values, n, m, in_features):
+            return nm_vnni_sums(x2, m_rows, values, indices, n, m, in_features)
+        return _nm_sums(x2, m_rows, w, n, m, groups, n_out)
 
-    def epilogue(index):
-        row, o = index
-        v = scaled(acc_l([o, row]), o)
-        if bias_l is not None:
-            v = ops.add(v, ops.to_dtype(bias_l([o]), f32))
-        return ops.to_dtype(v, out_dtype)
-
-    out = ir.Pointwise.create(device=device, dtype=out_dtype, inner_fn=epilogue, ranges=[m_rows, n_out])
-    return lowerings[aten.reshape](out, [*batch, n_out])
+    # the regrouping reads x in a kernel of its own (x is not materialized first); bare sums still get
+    # the epilogue's copy
+    return weight_only_linear(
+        x, bias, n_out, dense, sums, w.scale if scale is not None else None, realize_x=False, view_bare_sums=False
+    )
 
 
 def _nm_sums(x2, m_rows, w: _NMWeight, n: int, m: int, groups: int, n_out):
@@ -198,10 +190,10 @@ def _nm_sums(x2, m_rows, w: _NMWeight, n: int, m: int, groups: int, n_out):
         xs = [xt([row, r, g]) for r in range(m)]
         total = None
         for j in range(n):
-            term = ops.mul(w.value(o, j, g), w.select(o, j, g, xs[j : j + m - n + 1]))
+            term = ops.mul(w.kept(o, j, g), w.select(o, j, g, xs[j : j + m - n + 1]))
             total = term if total is None else ops.add(total, term)
         return total
 
     # [blocks, 16]: the vectorized inner loop is one block (a single range of all groups vectorizes too,
-    # but [1, groups] does not); rows read as parallel streams (quant.row_sums)
+    # but [1, groups] does not); rows read as parallel streams (decode.row_sums)
     return row_sums(x2, inner, n_out, m_rows, [blocks, w.block] if blocks > 1 else [groups])

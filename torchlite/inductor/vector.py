@@ -11,8 +11,8 @@ codes into weight bytes by in-register table lookups (the codebooks are on an in
 `quant.vector.snap_to_grid`) that meet the activations in int8 dot products, as in `vnni.py`. Byte
 codes (64-row tiles): `csrc/vq_lut.cpp` looks up per-call tables of the activations' dot products with
 every centroid, 64 rows per lookup. Both kernels apply the row scales, so a decode call without bias is
-the kernel call alone. Other shapes gather Ŵ into a temporary and use Inductor's GEMM
-(see `inductor.quant.weight_only_linear`).
+the kernel call alone (`vq_usable`, `vq_sums`). Other shapes gather Ŵ into a temporary and use
+Inductor's GEMM (`decode.weight_only_linear`).
 """
 from __future__ import annotations
 
@@ -25,22 +25,25 @@ from ..ops import vector as _ops  # noqa: F401  (the ops must exist before we re
 from ..numerics.vector import TILE_ROWS
 from . import vnni
 from .cpp_kernel import call, source, static_int, takes_decode_call
-from .quant import matrix_rows, weight_only_linear
+from .decode import matrix_rows, weight_only_linear
 
 NIBBLE_KERNEL_FLAGS = {"avx512_vnni", "avx512bw", "avx512vbmi"}
 TILE_KERNEL_FLAGS = {"avx512bw", "avx512vbmi"}
 
 
-class _Codes:
-    """Ŵ[n, k] = scale[n] · codebook[n // group_size, code[n, k // d], k % d] inside Inductor inner functions."""
+class _VectorWeight:
+    """Ŵ[n, k] = scale[n] · codebook[n // group_size, code[n, k // d], k % d] inside Inductor inner functions
+    (`packed`: two codes per byte, C <= 16; else byte codes in tiles of TILE_ROWS rows)."""
 
     def __init__(self, qdata, scale, codebook, group_size: int):
         self.q, self.s, self.cb = qdata.make_loader(), scale.make_loader(), codebook.make_loader()
         _, self.size, self.d = (int(s) for s in codebook.get_size())
         self.group_size = group_size
+        self.packed = self.size <= 16
 
     def code(self, n, j):
-        if self.size > 16:
+        """The code of sub-vector j of row n, int32."""
+        if not self.packed:
             return ops.to_dtype(self.q([n // TILE_ROWS, j, n % TILE_ROWS]), torch.int32)
         byte = ops.to_dtype(self.q([n, j // 2]), torch.int32)
         shift = ops.index_expr(4 * (j % 2), torch.int32)
@@ -52,58 +55,60 @@ class _Codes:
         return self.cb([n // self.group_size if self.group_size else 0, idx, t])
 
     def scale(self, n):
+        """The row scale of row n."""
         return self.s([n, 0])
+
+    def dequantized(self, n, k):
+        """Ŵ[n, k] (scale applied) for an arbitrary k."""
+        return ops.mul(self.centroid(n, k // self.d, k % self.d), self.scale(n))
 
 
 @register_lowering(torch.ops.torchlite.dequantize_vector.default, type_promotion_kind=None)
 def _dequantized(qdata, scale, codebook, group_size, in_features, dtype):
-    w = _Codes(qdata, scale, codebook, group_size)
+    w = _VectorWeight(qdata, scale, codebook, group_size)
 
     def inner(index):
         n, k = index
-        return ops.to_dtype(ops.mul(w.centroid(n, k // w.d, k % w.d), w.scale(n)), dtype)
+        return ops.to_dtype(w.dequantized(n, k), dtype)
 
     ranges = [scale.get_size()[0], in_features]
     return ir.Pointwise.create(device=qdata.get_device(), dtype=dtype, inner_fn=inner, ranges=ranges)
 
 
-def decode_kernel_name(x, m_rows, w: _Codes, codebook, n_out) -> str | None:
-    """"vq_vnni" (nibble codes, `csrc/vq_vnni.cpp`) or "vq_lut" (tiled byte codes, `csrc/vq_lut.cpp`), or
-    None where neither can take the call (CPU flags, float32 activations, static shapes, codebook groups
-    that are not whole tiles)."""
-    nibbles = w.size <= 16
-    if not (takes_decode_call(x, m_rows, NIBBLE_KERNEL_FLAGS if nibbles else TILE_KERNEL_FLAGS) and static_int(n_out)):
-        return None
-    if nibbles:
-        return "vq_vnni"
-    return None if int(codebook.get_size()[0]) > 1 and w.group_size % TILE_ROWS else "vq_lut"
+def vq_usable(x, m_rows, w: _VectorWeight, codebook, n_out) -> bool:
+    """Whether `vq_sums` can take this call: the CPU flags of its kernel (packed codes: "vq_vnni", else
+    "vq_lut"), float32 activations, static shapes, codebook groups that are whole tiles (byte codes)."""
+    if not (takes_decode_call(x, m_rows, NIBBLE_KERNEL_FLAGS if w.packed else TILE_KERNEL_FLAGS) and static_int(n_out)):
+        return False
+    return w.packed or not (int(codebook.get_size()[0]) > 1 and w.group_size % TILE_ROWS)
 
 
-def decode_sums(name: str, x2, m_rows, w: _Codes, qdata, scale, codebook, n_out, in_features: int):
-    """out [N, M], row scales applied, from the kernel `decode_kernel_name` picked."""
+def vq_sums(x2, m_rows, w: _VectorWeight, qdata, scale, codebook, n_out, in_features: int):
+    """out [N, M], row scales applied, from `csrc/vq_vnni.cpp` (packed codes) or `csrc/vq_lut.cpp`."""
     j = in_features // w.d
     defines = {
         "M_ROWS": int(m_rows), "N_OUT": int(n_out), "J": j, "D": w.d, "C": w.size, "G": int(codebook.get_size()[0]),
         "GROUP_ROWS": w.group_size or int(n_out),
     }
     arg_types = ["const float*", "const uint8_t*", "const float*", "const float*", "float*"]
-    if name == "vq_lut":
-        src = source("prefetch.h") + source("vq_lut.cpp")
+    if w.packed:
+        name, src = "vq_vnni", vnni.kernel_source("vq_vnni.cpp")
+        kp, parts = -(-j // 128) * 128 * w.d, vnni.weight_only_parts(narrow_codes=True)
+        defines = vnni.with_activation_parts(defines, in_features=in_features, kp=kp, parts=parts, k_after=None)
     else:
-        defines |= {"K_IN": in_features, "KP": -(-j // 128) * 128 * w.d, "PARTS": vnni.weight_only_parts(narrow_codes=True), "STATIC_X_SCALE": 0}
-        src = vnni.kernel_source("vq_vnni.cpp")
+        name, src = "vq_lut", source("prefetch.h") + source("vq_lut.cpp")
     return call([x2, qdata, codebook, scale], [n_out, m_rows], src, defines, arg_types, name)
 
 
 @register_lowering(torch.ops.torchlite.qlinear_vector.default, type_promotion_kind=None)
 def _qlinear_vector(x, qdata, scale, codebook, bias, group_size, in_features):
-    w = _Codes(qdata, scale, codebook, group_size)
+    w = _VectorWeight(qdata, scale, codebook, group_size)
     n_out = scale.get_size()[0]
-    kernel = decode_kernel_name(x, matrix_rows(x), w, codebook, n_out)
+    in_kernel = vq_usable(x, matrix_rows(x), w, codebook, n_out)
 
-    def fused_sum(x2, m_rows):
-        if kernel is not None:
-            return decode_sums(kernel, x2, m_rows, w, qdata, scale, codebook, n_out, in_features)
+    def sums(x2, m_rows):
+        if in_kernel:
+            return vq_sums(x2, m_rows, w, qdata, scale, codebook, n_out, in_features)
         xl = x2.make_loader()
 
         def inner(index, rindex):
@@ -120,6 +125,6 @@ def _qlinear_vector(x, qdata, scale, codebook, bias, group_size, in_features):
 
     # the kernels apply the row scales themselves; the generated reduction leaves them to the epilogue
     return weight_only_linear(
-        x, bias, n_out, lambda dtype: _dequantized(qdata, scale, codebook, group_size, in_features, dtype), fused_sum,
-        None if kernel else w.scale,
+        x, bias, n_out, lambda dtype: _dequantized(qdata, scale, codebook, group_size, in_features, dtype), sums,
+        None if in_kernel else w.scale,
     )

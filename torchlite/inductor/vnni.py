@@ -12,7 +12,11 @@ op's own per-token (or static) int8 activations.
 The call is a `cpp_kernel.CppKernelCall` node: compiled by Inductor's toolchain and called from the
 compiled graph like one of its generated kernels. The lowerings use it where the CPU has
 AVX512-VNNI, the activations are float32 and the rows few and static, and the layout comes in whole
-64-weight steps; everywhere else they keep the generated reduction.
+64-weight steps (`vnni_usable`, then `vnni_sums` builds the call); everywhere else they keep the
+generated reduction. Every hand-written kernel family follows that pair: `<family>_usable(...) -> bool`,
+then `<family>_sums(...)`, which assumes it (here; `sparse.nm_vnni_*`, `vector.vq_*`). This module
+also holds what the VNNI kernels share: their source prelude (`kernel_source`), the #defines of
+`csrc/activation_parts.h` (`with_activation_parts`) and how many activation parts a call gets.
 """
 from __future__ import annotations
 
@@ -31,8 +35,8 @@ def cpu_has_vnni() -> bool:
     return FLAGS <= cpu_flags()
 
 
-def usable(x2, m_rows, kp: int, block: int, group: int) -> bool:
-    """Whether the kernel can take this call (otherwise the generated reduction is used)."""
+def vnni_usable(x2, m_rows, kp: int, block: int, group: int) -> bool:
+    """Whether `vnni_sums` can take this call (otherwise the generated reduction is used)."""
     group = group or kp
     return takes_decode_call(x2, m_rows, FLAGS) and kp % STEP == 0 and block % STEP == 0 and group % block == 0
 
@@ -57,6 +61,19 @@ def kernel_source(name: str) -> str:
     return source("prefetch.h") + source("activation_parts.h") + source(name)
 
 
+def with_activation_parts(defines: dict, *, in_features: int, kp: int, parts: int, static_x_scale: bool = False,
+                          k_after: str | None = "N_OUT") -> dict:
+    """A VNNI kernel's own #defines (in order) plus those of csrc/activation_parts.h: K_IN (floats per
+    activation row) and KP (K_IN zero-padded) right after `k_after` (None: at the end), then PARTS and
+    STATIC_X_SCALE at the end. The order is part of the kernel's source, on which Inductor keys it."""
+    out = {}
+    for key, value in defines.items():
+        out[key] = value
+        if key == k_after:
+            out |= {"K_IN": in_features, "KP": kp}
+    return out | {"K_IN": in_features, "KP": kp, "PARTS": parts, "STATIC_X_SCALE": int(static_x_scale)}
+
+
 def weight_only_parts(narrow_codes: bool) -> int:
     """Int8 parts the activations of a weight-only call are split into (activation_parts.h). Two (~15 bits)
     leave at most max|x| / (4·127²) per activation, three orders of magnitude below the rounding of codes
@@ -68,20 +85,23 @@ def weight_only_parts(narrow_codes: bool) -> int:
 
 def vnni_sums(x2, qdata, scale, zero, *, in_features: int, kp: int, nibbles: bool, block: int, group: int,
               table: torch.Tensor | None, flip_sign: bool, parts: int | None = None, x_scale=None):
-    """sums[n, m] = Σ_k x[m, k]·Ŵ[n, k] as float32 [N, M], scales included (per group, per channel or per
-    tensor). `parts`: int8 parts of the activations (1: W8A8, with the static activation scale
-    `x_scale` [1, 1] if given, else per token; None: weight-only, `weight_only_parts`)."""
+    """sums[n, m] = Σ_k x[m, k]·Ŵ[n, k] as float32 [N, M] from `csrc/vnni_gemv.cpp` (where `vnni_usable`),
+    scales included (per group, per channel or per tensor). `parts`: int8 parts of the activations (1: W8A8,
+    with the static activation scale `x_scale` [1, 1] if given, else per token; None: weight-only,
+    `weight_only_parts`)."""
     n_out, m_rows = qdata.get_size()[0], x2.get_size()[0]
     parts = weight_only_parts(nibbles) if parts is None else parts
     lut, offset, value_scale = byte_table(table) if nibbles else ([0] * 16, 128.0 if flip_sign else 0.0, 1.0)
     rows, cols = (int(s) for s in scale.get_size())
     defines = {
-        "M_ROWS": int(m_rows), "N_OUT": int(n_out), "K_IN": in_features, "KP": kp, "NIBBLES": int(nibbles),
-        "BLOCK": block, "GROUP": group or kp, "SCALED": int(group > 0), "SCALE_ROWS": rows, "SCALE_COLS": cols,
-        "HAS_ZERO": int(zero is not None), "OFFSET": f"{offset}f", "FLIP_SIGN": int(flip_sign),
-        "VALUE_SCALE": repr(value_scale), "LUT_VALUES": ", ".join(map(str, lut)), "PARTS": parts,
-        "STATIC_X_SCALE": int(x_scale is not None),
+        "M_ROWS": int(m_rows), "N_OUT": int(n_out), "NIBBLES": int(nibbles), "BLOCK": block, "GROUP": group or kp,
+        "SCALED": int(group > 0), "SCALE_ROWS": rows, "SCALE_COLS": cols, "HAS_ZERO": int(zero is not None),
+        "OFFSET": f"{offset}f", "FLIP_SIGN": int(flip_sign), "VALUE_SCALE": repr(value_scale),
+        "LUT_VALUES": ", ".join(map(str, lut)),
     }
+    defines = with_activation_parts(
+        defines, in_features=in_features, kp=kp, parts=parts, static_x_scale=x_scale is not None
+    )
     # pointers the kernel never reads (no zero points, no static scale) get the codes / scales again
     inputs = [x2, qdata, scale, zero if zero is not None else qdata, x_scale if x_scale is not None else scale]
     return call(inputs, [n_out, m_rows], kernel_source("vnni_gemv.cpp"), defines, ARG_TYPES, "vnni_gemv")
