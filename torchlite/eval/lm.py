@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+T = TypeVar("T")
+
 
 def weight_bytes(module: torch.nn.Module) -> int:
     """Bytes of every distinct parameter and buffer (tied weights counted once)."""
@@ -88,9 +90,6 @@ def greedy_decode(
     for _ in tqdm(range(steps), desc=desc, leave=False):
         stepper.step()
     return stepper.result()
-
-
-T = TypeVar("T")
 
 
 def rotations(items: Sequence[T], rounds: int) -> Iterator[list[T]]:
