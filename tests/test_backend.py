@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch._inductor.utils import run_and_get_code
 
 import torchlite
-from torchlite import Quantize, Recipe
+from torchlite import Prune, Quantize, Recipe
 
 
 class Block(torch.nn.Module):
@@ -185,3 +185,12 @@ def test_two_instances_of_one_class_keep_their_own_weights():
         for _ in range(2):
             torch.testing.assert_close(ca(x), a(x), rtol=0.05, atol=0.05)
             torch.testing.assert_close(cb(x), b(x), rtol=0.05, atol=0.05)
+
+
+def test_backend_prunes_heads(llama_graph):
+    model, gm, ids = llama_graph
+    cfg = {"structure": "head", "sparsity": 1 / 3}
+    new, _ = torchlite.passes.prune(gm, Prune(**cfg))
+    compiled = torch.compile(model, backend="lite", options={"recipe": {"prune": cfg}})
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(ids, use_cache=False).logits, new(ids), atol=1e-4, rtol=1e-4)

@@ -1,6 +1,7 @@
 import pytest
 
-from torchlite import PRESETS, Factor, Prune, Quantize, Recipe, TorchliteError, parse_recipe
+import torchlite
+from torchlite import PRESETS, Factor, Prune, Quantize, Recipe, Schedule, TorchliteError, parse_recipe
 from torchlite.recipe import to_dict
 
 
@@ -49,3 +50,28 @@ def test_bad_recipes_name_the_problem_and_the_choices(spec, words):
         parse_recipe(spec)
     for word in words:
         assert word in str(err.value)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"structure": "neuron", "round_to": 0}, "positive"),
+    ({"round_to": 16}, "structured"),
+    ({"sparsity": 1.0}, "[0, 1)"),
+    ({"sparsity": -0.1}, "[0, 1)"),
+    ({"structure": "rows"}, "allowed"),
+    ({"importance": "random"}, "allowed"),
+    ({"structure": "n:m", "n": 4, "m": 4}, "0 < n < m"),
+    ({"structure": "n:m", "sparsity": 0.3}, "contradicts"),
+    ({"structure": "n:m", "scope": "global"}, "global"),
+    ({"schedule": {"steps": 0}}, "positive"),
+    ({"schedule": {"kind": "exp"}}, "allowed"),
+])
+def test_bad_config(kwargs, message):
+    with pytest.raises(TorchliteError, match=message.replace("[", r"\[").replace(")", r"\)")):
+        Prune(**kwargs)
+
+
+def test_recipe_dict_round_trip():
+    recipe = torchlite.parse_recipe({"prune": {"structure": "head", "sparsity": 0.25, "schedule": {"steps": 2}}})
+    assert recipe.prune == Prune(structure="head", sparsity=0.25, schedule=Schedule(steps=2))
+    with pytest.raises(TorchliteError, match="unknown prune option"):
+        torchlite.parse_recipe({"prune": {"ratio": 0.5}})

@@ -1,52 +1,15 @@
-"""The prune pass, torchlite.compress and the backend with Recipe(prune=...)."""
+"""The prune pass (torchlite.passes.prune): structured shrinking, schedules, rounding, importance
+criteria against masks worked out by hand, and bad input. Compress, backend and recipe tests of pruning
+live in tests/test_compress.py, tests/test_backend.py and tests/test_recipe.py; the dependency groups in
+tests/graph/test_groups.py. The `llama_graph` fixture is in tests/conftest.py."""
 import pytest
 import torch
-import transformers
+import torch.nn.functional as F
 
 import torchlite
-from torchlite import Factor, Prune, Quantize, Recipe, Schedule, TorchliteError
+from torchlite import Factor, Prune, Quantize, Recipe, TorchliteError
 from torchlite.graph import find_linears
-from torchlite.graph.groups import dependency_groups
 from torchlite.pipeline import apply_recipe
-
-NM_LINEAR = torch.ops.torchlite.nm_linear.default
-
-
-def tiny_llama(tie=True):
-    torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(
-        vocab_size=64, hidden_size=48, intermediate_size=48, num_hidden_layers=2, num_attention_heads=6,
-        num_key_value_heads=3, head_dim=8, tie_word_embeddings=tie,
-    )
-    return transformers.LlamaForCausalLM(cfg).eval()
-
-
-class Logits(torch.nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, ids):
-        return self.model(ids, use_cache=False).logits
-
-
-@pytest.fixture(scope="module")
-def llama_graph():
-    model = tiny_llama()
-    ids = torch.randint(0, 64, (1, 7))
-    return model, torchlite.trace(Logits(model), (ids,)), ids
-
-
-def test_llama_groups(llama_graph):
-    """MLP neurons, KV groups of heads; the residual stream and the tied lm_head are not resolvable."""
-    _, gm, _ = llama_graph
-    groups = dependency_groups(gm, find_linears(gm))
-    ok = [g for g in groups if g.reason is None]
-    assert sorted((g.attention, g.units) for g in ok) == [(False, 48), (False, 48), (True, 3), (True, 3)]
-    for g in ok:
-        kinds = {s.name.rsplit(".", 1)[-1] for s in g.producers + g.consumers}
-        assert kinds in ({"gate_proj", "up_proj", "down_proj"}, {"q_proj", "k_proj", "v_proj", "o_proj"})
-    assert any(g.reason and "normal" not in g.reason for g in groups)
 
 
 @pytest.mark.parametrize("structure, shrunk", [("neuron", "mlp.up_proj"), ("head", "self_attn.k_proj")])
@@ -62,42 +25,6 @@ def test_structured_pass_shrinks_and_runs(llama_graph, structure, shrunk):
         assert report.after.flops_at(1, 100) < report.before.flops_at(1, 100)  # attention FLOPs shrink too
 
 
-def test_compress_matches_the_pass(llama_graph):
-    model, gm, ids = llama_graph
-    cfg = Prune(structure="channel", sparsity=1 / 3, importance="wanda")
-    new, _ = torchlite.passes.prune(gm, cfg, calib=[ids])
-    small = torchlite.compress(model, Recipe(prune=cfg), calib=[{"input_ids": ids, "use_cache": False}])
-    assert small.model.layers[0].self_attn.q_proj.out_features == 32
-    assert small.model.layers[0].mlp.down_proj.in_features == 32
-    assert model.model.layers[0].mlp.down_proj.in_features == 48  # the input model is untouched
-    with torch.no_grad():
-        torch.testing.assert_close(small(ids, use_cache=False).logits, new(ids), atol=1e-5, rtol=1e-5)
-        small.generate(ids, max_new_tokens=3, do_sample=False)  # the KV cache follows the pruned heads
-
-
-def test_backend_prunes_heads(llama_graph):
-    model, gm, ids = llama_graph
-    cfg = {"structure": "head", "sparsity": 1 / 3}
-    new, _ = torchlite.passes.prune(gm, Prune(**cfg))
-    compiled = torch.compile(model, backend="lite", options={"recipe": {"prune": cfg}})
-    with torch.no_grad():
-        torch.testing.assert_close(compiled(ids, use_cache=False).logits, new(ids), atol=1e-4, rtol=1e-4)
-
-
-def test_nm_then_int8_packs_int8_values(llama_graph):
-    model, gm, ids = llama_graph
-    new, reports = apply_recipe(gm, Recipe(prune=Prune(structure="n:m"), quantize=Quantize(bits=8)))
-    sparse = [n for n in new.graph.nodes if n.target is NM_LINEAR]
-    assert len(sparse) == 14 and all(getattr(new, n.args[1].target).dtype == torch.int8 for n in sparse)
-    small = torchlite.compress(model, Recipe(prune=Prune(structure="n:m"), quantize=Quantize(bits=8)), calib=[{"input_ids": ids, "use_cache": False}])
-    assert isinstance(small.model.layers[1].mlp.down_proj, torchlite.SparseLinear)
-    assert small.model.layers[1].mlp.down_proj.scale is not None
-    with torch.no_grad():
-        torch.testing.assert_close(small(ids, use_cache=False).logits, new(ids), atol=1e-4, rtol=1e-4)
-        compiled = torch.compile(small)
-        torch.testing.assert_close(compiled(ids, use_cache=False).logits, new(ids), atol=1e-4, rtol=1e-4)
-
-
 def test_prune_then_factor_factors_the_pruned_layers(llama_graph):
     """Issue 5: factorization composes with pruning before it (and quantization after it)."""
     _, gm, ids = llama_graph
@@ -108,29 +35,6 @@ def test_prune_then_factor_factors_the_pruned_layers(llama_graph):
     assert shapes["model.model.layers.0.mlp.down_proj"] == (48, 24)
     assert len(quantized.layers) == 2 * len(factored.layers) + 1  # both factors, and the tied lm_head's own copy
     assert new(ids).shape == (1, 7, 64)
-
-
-def test_iterative_schedule_calls_back_and_keeps_zeros():
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
-    x = torch.randn(8, 16)
-    seen = []
-
-    def finetune(m, step):
-        seen.append((step, torch.rand(1).item()))
-        with torch.no_grad():
-            for lin in (m[0], m[2]):
-                lin.weight.add_(1.0)  # moves every weight, pruned ones included
-
-    cfg = Prune(sparsity=0.75, schedule=Schedule(steps=3, kind="cubic", seed=5))
-    small = torchlite.compress(model, Recipe(prune=cfg), calib=[x], callback=finetune)
-    assert [s for s, _ in seen] == [0, 1, 2]
-    torch.manual_seed(5)
-    assert seen[0][1] == torch.rand(1).item()  # seeded before each call
-    report = small.torchlite_report[0]
-    assert report.steps == pytest.approx([0.75 * (1 - (1 - t / 3) ** 3) for t in (1, 2, 3)])
-    for lin in (small[0], small[2]):
-        assert int((lin.weight == 0).sum()) == round(0.75 * lin.weight.numel())
 
 
 def test_iterative_structured_reaches_the_target():
@@ -161,24 +65,6 @@ def test_round_to_keeps_whole_multiples_and_equals_masking(scope):
     torch.testing.assert_close(new(x), ref)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"structure": "neuron", "round_to": 0}, "positive"),
-    ({"round_to": 16}, "structured"),
-    ({"sparsity": 1.0}, "[0, 1)"),
-    ({"sparsity": -0.1}, "[0, 1)"),
-    ({"structure": "rows"}, "allowed"),
-    ({"importance": "random"}, "allowed"),
-    ({"structure": "n:m", "n": 4, "m": 4}, "0 < n < m"),
-    ({"structure": "n:m", "sparsity": 0.3}, "contradicts"),
-    ({"structure": "n:m", "scope": "global"}, "global"),
-    ({"schedule": {"steps": 0}}, "positive"),
-    ({"schedule": {"kind": "exp"}}, "allowed"),
-])
-def test_bad_config(kwargs, message):
-    with pytest.raises(TorchliteError, match=message.replace("[", r"\[").replace(")", r"\)")):
-        Prune(**kwargs)
-
-
 def test_bad_input_leaves_the_graph_alone():
     model = torch.nn.Sequential(torch.nn.Linear(6, 4))
     x = torch.randn(2, 6)
@@ -200,8 +86,97 @@ def test_bad_input_leaves_the_graph_alone():
     assert gm.code == code
 
 
-def test_recipe_dict_round_trip():
-    recipe = torchlite.parse_recipe({"prune": {"structure": "head", "sparsity": 0.25, "schedule": {"steps": 2}}})
-    assert recipe.prune == Prune(structure="head", sparsity=0.25, schedule=Schedule(steps=2))
-    with pytest.raises(TorchliteError, match="unknown prune option"):
-        torchlite.parse_recipe({"prune": {"ratio": 0.5}})
+
+
+# Importance criteria at the pass level: masks worked out by hand on inputs where they differ from magnitude.
+
+LOUD = torch.tensor([10.0, 0.1] * 4)  # input features 0, 2, 4, 6 carry 100x the activation of the others
+
+
+def _keep_per_row(scores, n_keep):
+    return torch.zeros_like(scores, dtype=torch.bool).scatter_(1, scores.argsort(1, descending=True)[:, :n_keep], True)
+
+
+def _keep_in_layer(scores, n_keep):
+    flat = torch.zeros(scores.numel(), dtype=torch.bool)
+    flat[scores.reshape(-1).argsort(descending=True)[:n_keep]] = True
+    return flat.reshape(scores.shape)
+
+
+def _one_linear(seed=0):
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 4, bias=False)).eval()
+    calib = [torch.randn(3, 5, 8) * LOUD for _ in range(2)]
+    return model, calib, model[0].weight.detach().clone()
+
+
+def _pruned_weight(model, calib, cfg):
+    new, _ = torchlite.passes.prune(torchlite.trace(model, (calib[0],)), cfg, calib=calib)
+    (site,) = find_linears(new)
+    return site.weight_tensor
+
+
+def test_wanda_mask_weighs_weights_by_their_inputs_norms():
+    """Wanda keeps, per output row, the weights with the largest |w_ij| * ||x_j||_2 (norm over all calibration
+    tokens): more of the loud inputs' weights than the magnitude (L1) mask keeps."""
+    model, calib, w = _one_linear()
+    norms = torch.cat(calib).reshape(-1, 8).square().sum(0).sqrt()
+    wanda = _keep_per_row(w.abs() * norms, 4)
+    l1 = _keep_per_row(w.abs(), 4)
+    ranked = (w.abs() * norms).sort(1, descending=True).values
+    assert (ranked[:, 3] > 1.05 * ranked[:, 4]).all(), "a clear gap at each row's cut"
+    assert (wanda != l1).sum() >= 4 and (wanda & LOUD.gt(1)).sum() > (l1 & LOUD.gt(1)).sum()
+    assert torch.equal(_pruned_weight(model, calib, Prune(sparsity=0.5, importance="wanda")), w * wanda)
+    assert torch.equal(_pruned_weight(model, calib, Prune(sparsity=0.5, importance="l1")), w * _keep_in_layer(w.abs(), 16))
+
+
+def test_taylor_mask_follows_the_gradient():
+    """Taylor keeps the weights with the largest |g_ij * w_ij|, g the gradient of the loss (half the mean square
+    of the output, summed over the calibration batches), computed here with autograd: not the L1 mask."""
+    model, calib, w = _one_linear()
+    leaf = w.clone().requires_grad_(True)
+    for x in calib:
+        (0.5 * F.linear(x, leaf).square().mean()).backward()
+    scores = (leaf.grad * w).abs()
+    taylor, l1 = _keep_in_layer(scores, 16), _keep_in_layer(w.abs(), 16)
+    ranked = scores.reshape(-1).sort(descending=True).values
+    assert ranked[15] > 1.05 * ranked[16], "a clear gap at the cut, so float rounding cannot reorder it"
+    assert (taylor != l1).sum() >= 4
+    assert torch.equal(_pruned_weight(model, calib, Prune(sparsity=0.5, importance="taylor")), w * taylor)
+
+
+def test_structured_wanda_and_taylor_rank_units_by_their_inputs_and_gradients():
+    """Neuron pruning of Linear(8, 6) -> Linear(6, 3), half the neurons quiet (small rows in the first layer)
+    with large columns in the second. Wanda scores a neuron by its consumer column weighted by the neuron's
+    activation norm; Taylor by |sum of g * w| over the neuron's row and column. Each keeps another set of
+    neurons than magnitude (L1), or than these criteria would without activations or gradients."""
+    torch.manual_seed(0)
+    up = torch.randn(6, 8) * torch.tensor([1.0, 0.05] * 3)[:, None]
+    down = torch.randn(3, 6) * torch.tensor([0.3, 3.0] * 3)
+    calib = [torch.randn(4, 8) for _ in range(2)]
+    model = torch.nn.Sequential(torch.nn.Linear(8, 6, bias=False), torch.nn.Linear(6, 3, bias=False)).eval()
+    with torch.no_grad():
+        model[0].weight.copy_(up)
+        model[1].weight.copy_(down)
+    hidden = torch.cat(calib) @ up.T
+    leaves = [up.clone().requires_grad_(True), down.clone().requires_grad_(True)]
+    for x in calib:
+        (0.5 * F.linear(F.linear(x, leaves[0]), leaves[1]).square().mean()).backward()
+    scores = {
+        "l1": up.abs().sum(1) + down.abs().sum(0),
+        "wanda": (down.abs() * hidden.square().sum(0).sqrt()).sum(0),
+        "taylor": ((leaves[0].grad * up).sum(1) + (leaves[1].grad * down).sum(0)).abs(),
+        "wanda without norms": down.abs().sum(0),
+        "taylor without gradients": (up.sum(1) + down.sum(0)).abs(),
+    }
+    kept = {}
+    for name, s in scores.items():
+        top = s.argsort(descending=True)
+        assert s[top[2]] > 1.1 * s[top[3]], f"{name}: a clear gap at the cut"
+        kept[name] = sorted(top[:3].tolist())
+    assert kept["wanda"] not in (kept["l1"], kept["wanda without norms"])
+    assert kept["taylor"] not in (kept["l1"], kept["taylor without gradients"])
+    for name in ("l1", "wanda", "taylor"):
+        gm = torchlite.trace(model, (calib[0],))
+        _, report = torchlite.passes.prune(gm, Prune(structure="neuron", sparsity=0.5, importance=name), calib=calib)
+        assert sorted(set(range(6)) - set(report.groups[0].removed)) == kept[name], name

@@ -10,6 +10,8 @@ from torchlite.numerics.linear import quantize_weight
 from torchlite.numerics.log import quantize_log
 from torchlite.numerics.vector import quantize_vector
 
+from slow_budget import rerun_slow
+
 configs = st.one_of(
     st.builds(lambda b, s: (b, None, s, "channel"), st.integers(2, 8), st.booleans()),
     st.builds(lambda b, s: (b, None, s, "tensor"), st.integers(3, 8), st.booleans()),
@@ -126,3 +128,61 @@ def test_gptq_vector_output_error_not_above_nearest_centroids(case, act_order):
     assert _output_error(w, qw, stats) <= _output_error(w, rtn, stats) + _slack(w, stats)
     assert torch.equal(qw.codebook, rtn.codebook) and torch.equal(qw.scale, rtn.scale)
     assert (qw.qdata.dtype, qw.qdata.shape) == (rtn.qdata.dtype, rtn.qdata.shape)
+
+
+@st.composite
+def correlated_layers(draw):
+    """W [n, k] and the statistics of strongly correlated inputs: X = Z A + 1% noise, r << k latent factors
+    (at least 4: with fewer, a few rows' RTN error can be small by chance) mixed into k features."""
+    n, k = draw(st.integers(8, 24)), draw(st.integers(32, 96))
+    r = draw(st.integers(4, k // 8))
+    g = torch.Generator().manual_seed(draw(st.integers(0, 2**16)))
+    w = torch.randn(n, k, generator=g) * draw(st.floats(1e-2, 1e2))
+    x = torch.randn(draw(st.integers(k, 3 * k)), r, generator=g) @ torch.randn(r, k, generator=g)
+    stats = InputStats(k)
+    stats.update(x + 0.01 * torch.randn(x.shape, generator=g))
+    return w, stats
+
+
+def _hessian_error(w, approx, stats):
+    """tr(Δ H Δᵀ), Δ = W - Ŵ, H = E[xᵀx] over the calibration inputs."""
+    d = w.double() - approx.double()
+    return float(torch.trace(d @ stats.covariance @ d.T))
+
+
+# GPTQ's error below 70% of RTN's: the worst ratios hypothesis found when searching for them (hypothesis.target,
+# 2 x 1,500 examples of each property) were 0.48 for linear and 0.37 for log codes; the median is ~0.05.
+GPTQ_MARGIN = 0.7
+groupings = st.sampled_from([(None, "channel"), (16, "group"), (32, "group")])
+
+
+@settings(max_examples=40, deadline=None)
+@given(correlated_layers(), groupings, st.booleans(), st.booleans())
+def test_gptq_clearly_beats_rtn_on_correlated_inputs(layer, grouping, symmetric, act_order):
+    """On correlated inputs GPTQ's output error is a fraction of round-to-nearest's, not merely not above it
+    (a GPTQ that returned RTN's result would pass the "not above" properties, not this one)."""
+    w, stats = layer
+    cfg = (4, grouping[0], symmetric, grouping[1])
+    rtn = _hessian_error(w, quantize_weight(w, *cfg).effective_weight(), stats)
+    gq = _hessian_error(w, gptq(w, stats, *cfg, act_order=act_order).effective_weight(), stats)
+    assert gq < GPTQ_MARGIN * rtn, f"GPTQ {gq:.4g} vs RTN {rtn:.4g}"
+
+
+@settings(max_examples=40, deadline=None)
+@given(correlated_layers(), st.integers(3, 5), groupings, st.booleans())
+def test_gptq_log_clearly_beats_rtn_on_correlated_inputs(layer, bits, grouping, act_order):
+    """Likewise for log codes. (Vector codes are left out: with small codebooks the error feedback often
+    lands on the nearest centroids anyway, and GPTQ then equals nearest-centroid coding.)"""
+    w, stats = layer
+    rtn = _hessian_error(w, quantize_log(w, bits, *grouping).effective_weight(), stats)
+    gq = _hessian_error(w, gptq_log(w, stats, bits, *grouping, act_order=act_order).effective_weight(), stats)
+    assert gq < GPTQ_MARGIN * rtn, f"GPTQ {gq:.4g} vs RTN {rtn:.4g}"
+
+
+# Reruns with the slow suite's budget (`make test-slow`; slow_budget.py).
+test_gptq_output_error_not_above_rtn_slow = rerun_slow(test_gptq_output_error_not_above_rtn, layers(), configs, st.booleans())
+test_awq_output_error_not_above_rtn_slow = rerun_slow(test_awq_output_error_not_above_rtn, layers(), configs)
+test_gptq_log_output_error_not_above_rtn_slow = rerun_slow(test_gptq_log_output_error_not_above_rtn, layers(), log_configs, st.booleans())
+test_gptq_vector_output_error_not_above_nearest_centroids_slow = rerun_slow(test_gptq_vector_output_error_not_above_nearest_centroids, vector_layers(), st.booleans())
+test_gptq_clearly_beats_rtn_on_correlated_inputs_slow = rerun_slow(test_gptq_clearly_beats_rtn_on_correlated_inputs, correlated_layers(), groupings, st.booleans(), st.booleans())
+test_gptq_log_clearly_beats_rtn_on_correlated_inputs_slow = rerun_slow(test_gptq_log_clearly_beats_rtn_on_correlated_inputs, correlated_layers(), st.integers(3, 5), groupings, st.booleans())

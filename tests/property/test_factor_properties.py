@@ -9,6 +9,8 @@ from torchlite.graph.cost import graph_cost, total
 from torchlite.numerics.lowrank import allocate_budget, best_asvd, decompose, max_paying_rank, params, weight_error
 from torchlite.recipe import Factor
 
+from slow_budget import rerun_slow
+
 
 @st.composite
 def layers(draw):
@@ -132,3 +134,8 @@ def test_energy_ranks_keep_at_least_the_energy(in_f, out_f, energy, multiple):
     )
     for layer in report.layers:
         assert layer.energy >= energy - 1e-9
+
+
+# Reruns with the slow suite's budget (`make test-slow`; slow_budget.py).
+test_error_never_increases_with_rank_slow = rerun_slow(test_error_never_increases_with_rank, layers())
+test_activation_aware_output_error_not_above_plain_svd_slow = rerun_slow(test_activation_aware_output_error_not_above_plain_svd, layers(), st.data())

@@ -8,6 +8,8 @@ from hypothesis import strategies as st
 from torchlite.numerics.log import levels, quantize_log
 from torchlite.numerics.vector import quantize_vector
 
+from slow_budget import rerun_slow
+
 log_configs = st.one_of(
     st.builds(lambda b: (b, None, "channel"), st.integers(3, 8)),
     st.builds(lambda b: (b, None, "tensor"), st.integers(3, 8)),
@@ -95,3 +97,8 @@ def test_vector_exact_when_distinct_subvectors_fit(d, size, n, count, seed):
     row = distinct[torch.randint(0, size, (count,), generator=g)]  # every row a permutation: one row scale
     w = torch.stack([row[torch.randperm(count, generator=g)] for _ in range(n)]).reshape(n, count * d)
     assert torch.equal(quantize_vector(w, d, size).dequantize(), w)
+
+
+# Reruns with the slow suite's budget (`make test-slow`; slow_budget.py).
+test_log_error_bound_slow = rerun_slow(test_log_error_bound, weights(), log_configs, st.sampled_from([0.0, 0.0, 0.3]))
+test_vector_codes_are_nearest_and_deterministic_slow = rerun_slow(test_vector_codes_are_nearest_and_deterministic, vector_cases())

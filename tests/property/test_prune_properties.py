@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 import torchlite
 from torchlite import Prune
 
+from slow_budget import rerun_slow
+
 
 class GatedMLP(torch.nn.Module):
     def __init__(self, d: int, h: int, bias: bool):
@@ -148,3 +150,8 @@ def test_nm_keeps_the_n_largest_of_every_m(out_f, nm, groups, seed):
     with torch.no_grad():
         torch.testing.assert_close(new(x), x @ dense.reshape(out_f, -1).T, atol=1e-5, rtol=1e-5)
     assert report.layers[0].after.bytes < report.layers[0].before.bytes
+
+
+# Reruns with the slow suite's budget (`make test-slow`; slow_budget.py).
+test_shrunk_equals_masked_slow = rerun_slow(test_shrunk_equals_masked, models(), st.floats(0.0, 0.9), st.sampled_from(["l1", "l2", "wanda", "taylor"]))
+test_unstructured_sparsity_is_exact_slow = rerun_slow(test_unstructured_sparsity_is_exact, st.integers(1, 24), st.integers(1, 24), st.floats(0.0, 0.95), st.sampled_from(["layer", "global"]), st.integers(0, 2**16))

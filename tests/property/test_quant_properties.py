@@ -7,6 +7,8 @@ import torchlite
 from torchlite import Quantize
 from torchlite.numerics.linear import padded_in_features, quantize_weight
 
+from slow_budget import rerun_slow
+
 configs = st.one_of(
     st.builds(lambda b, s: (b, None, s, "channel"), st.integers(2, 8), st.booleans()),
     st.builds(lambda b, s: (b, None, s, "tensor"), st.integers(2, 8), st.booleans()),
@@ -63,3 +65,8 @@ def test_quantize_pass_matches_dequantized_reference(n_in, n_hidden, n_out, batc
             qw = quantize_weight(layer.weight, bits, gs, sym, gran)
             layer.weight.copy_(qw.dequantize())
         torch.testing.assert_close(new(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+# Reruns with the slow suite's budget (`make test-slow`; slow_budget.py).
+test_dequantization_error_is_at_most_half_a_step_slow = rerun_slow(test_dequantization_error_is_at_most_half_a_step, weights(), configs)
+test_quantize_pass_matches_dequantized_reference_slow = rerun_slow(test_quantize_pass_matches_dequantized_reference, st.integers(1, 40), st.integers(1, 90), st.integers(1, 40), st.integers(1, 3), configs, st.booleans())
