@@ -87,19 +87,19 @@ def _inductor(gm: fx.GraphModule, example_inputs) -> Callable:
 
 def _compile(gm: fx.GraphModule, example_inputs) -> Callable:
     """Inductor with torchlite's lowerings; for inference, float linears go through
-    `torchlite::linear` (decode shapes as a bandwidth-bound reduction, see torchlite.inductor.dense)
+    `torchlite::linear` (decode shapes as a bandwidth-bound reduction, torchlite.inductor.dense)
     and decode-shaped attention through `decode_attention` (both routed by torchlite.passes.route)."""
     if torch.is_grad_enabled():
         return _inductor(gm, example_inputs)
     routed, linears = route_float_linears(gm)
-    routed, attentions = route_decode_attention(routed)
+    routed, attention = route_decode_attention(routed)
     try:
         compiled = _inductor(routed, example_inputs)
     except Exception as exc:
         logger.warning("lite: compiling with torchlite::linear failed (%s: %s); using plain Inductor", type(exc).__name__, exc)
         return _inductor(gm, example_inputs)
     logger.info("lite: %d floating-point linear(s) lowered through torchlite::linear, %d decode attention(s) "
-                "as fused reductions", len(linears.layers), len(attentions.layers))
+                "as fused reductions", len(linears.layers), len(attention.layers))
     return compiled
 
 
