@@ -7,8 +7,20 @@ from typing import Any
 from .graph.cost import Cost, total
 
 
+class Costed:
+    """Bytes read off the `before` / `after` Cost of a report or one of its layers."""
+
+    @property
+    def bytes_before(self) -> int:
+        return self.before.bytes
+
+    @property
+    def bytes_after(self) -> int:
+        return self.after.bytes
+
+
 @dataclass
-class Report:
+class Report(Costed):
     """What a pass changed. `layers`: one record per rewritten layer, each with `name` and the cost
     model's `before` / `after` (params, bytes, FLOPs); `others`: (name, before, after) of what the
     totals count besides them (layers left dense, attention FLOPs); `skipped`: (layer, why left alone)."""
@@ -25,14 +37,6 @@ class Report:
     @property
     def after(self) -> Cost:
         return total([lay.after for lay in self.layers] + [a for _, _, a in self.others])
-
-    @property
-    def bytes_before(self) -> int:
-        return self.before.bytes
-
-    @property
-    def bytes_after(self) -> int:
-        return self.after.bytes
 
 
 def table(headers: list[str], rows: list[list[object]]) -> str:

@@ -29,14 +29,14 @@ from ..numerics import schemes
 from ..numerics.linear import check_finite
 from ..numerics.stats import InputStats, output_error, static_activation_scale
 from ..recipe import Quantize, check_calibration, matches
-from ..report import Report, mb, table
+from ..report import Costed, Report, mb, table
 
 QUANTIZE = torch.ops.torchlite.quantize.default
 QLINEAR_A8 = torch.ops.torchlite.qlinear_a8.default
 
 
 @dataclass
-class LayerReport:
+class LayerReport(Costed):
     name: str
     shape: tuple[int, int]
     bits: int
@@ -45,14 +45,6 @@ class LayerReport:
     max_abs_error: float
     rel_error: float  # ||W - Ŵ||_F / ||W||_F
     output_error: float | None = None  # ||(W - Ŵ) Xᵀ||_F / ||W Xᵀ||_F on the calibration data
-
-    @property
-    def bytes_before(self) -> int:
-        return self.before.bytes
-
-    @property
-    def bytes_after(self) -> int:
-        return self.after.bytes
 
     @property
     def bits_per_weight(self) -> float:
