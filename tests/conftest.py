@@ -2,6 +2,8 @@ import pytest
 import torch
 from hypothesis import settings
 
+from torchlite.inductor import tiers
+
 # Hypothesis budgets. Every property sets its own max_examples for the default suite; the slow suite
 # (`make test-slow`, `pytest -m slow`) reruns the key properties under the "slow" profile, with 7 to 25
 # times the examples (tests/property/slow_budget.py: `test_x_slow = rerun_slow(test_x, *its strategies)`).
@@ -16,6 +18,22 @@ def _fresh_dynamo():
     torch.manual_seed(0)
     yield
     torch._dynamo.reset()
+
+
+def _tier(tier: tiers.Tier):
+    needs = " or ".join("{" + ", ".join(sorted(f)) + "}" for f in tier.requires)
+    return pytest.param(
+        tier.name, id=tier.name,
+        marks=pytest.mark.skipif(not tier.runnable(), reason=f"this CPU cannot run the {tier.name} kernels (needs {needs})"),
+    )
+
+
+@pytest.fixture(params=[_tier(t) for t in tiers.TIERS])
+def kernel_tier(request):
+    """Every kernel tier (csrc/simd.h) this CPU can execute, forced in turn; the others skip with the
+    flags they lack. Kernel tests take it so that CI checks every tier its machine runs."""
+    with tiers.forced(request.param):
+        yield tiers.BY_NAME[request.param]
 
 
 def tiny_llama(tie=True):

@@ -6,8 +6,8 @@ import torch
 from torch._inductor.utils import run_and_get_code
 
 import torchlite  # noqa: F401  (registers ops and lowerings)
-from torchlite.inductor.cpp_kernel import cpu_flags
-from torchlite.inductor.vector import NIBBLE_KERNEL_FLAGS, TILE_KERNEL_FLAGS
+from torchlite.inductor import tiers
+from torchlite.inductor.vector import TILE_KERNEL_FLAGS
 from torchlite.numerics.log import quantize_log
 from torchlite.numerics.vector import quantize_vector
 from parts_bound import lut_error_bound, parts_error_bound
@@ -142,8 +142,11 @@ TILE_CASES = [
     (3, 64, 64, 150, 69, 2),  # codebook groups of one tile, the last one smaller
     (8, 20, None, 70, 40, 3),  # a codebook size that is not a power of two
 ]
-needs_nibble_kernel = pytest.mark.skipif(not NIBBLE_KERNEL_FLAGS <= cpu_flags(), reason="the nibble VQ kernel needs AVX512-VNNI and VBMI")
-needs_tile_kernel = pytest.mark.skipif(not TILE_KERNEL_FLAGS <= cpu_flags(), reason="the tiled VQ kernel needs AVX512-VBMI")
+needs_nibble_kernel = pytest.mark.skipif(tiers.selected() is None, reason=f"{tiers.ENV}=none: no hand-written kernels")
+needs_tile_kernel = pytest.mark.skipif(
+    tiers.name() != "avx512_vnni" or not TILE_KERNEL_FLAGS <= tiers.cpu_flags(),
+    reason="the tiled VQ kernel needs the avx512_vnni tier and AVX512-VBMI",
+)
 
 
 def _compiled(qw, rows, bias=True):
@@ -158,8 +161,23 @@ def _compiled(qw, rows, bias=True):
 def test_vector_nibble_kernel_matches_eager(d, size, gs, n, k, rows):
     qw = quantize_vector(torch.randn(n, k) * torch.logspace(-1, 1, n).unsqueeze(1), d, size, gs)
     out, ref, x, code = _compiled(qw, rows)
-    assert "cpp_torchlite_vq_vnni" in code, "decode calls with float32 activations run the VQ kernel"
+    assert "cpp_torchlite_vq_gemv" in code, "decode calls with float32 activations run the VQ kernel"
     assert ((out - ref).abs() <= parts_error_bound(qw.dequantize(), x, 2)).all()
+
+
+@pytest.mark.parametrize("d, size, gs, n, k, rows", [NIBBLE_CASES[0], NIBBLE_CASES[-1]])
+def test_vector_nibble_kernel_matches_eager_on_every_tier(kernel_tier, d, size, gs, n, k, rows):
+    qw = quantize_vector(torch.randn(n, k) * torch.logspace(-1, 1, n).unsqueeze(1), d, size, gs)
+    out, ref, x, code = _compiled(qw, rows)
+    assert "cpp_torchlite_vq_gemv" in code and f"#define TIER {kernel_tier.number}" in code
+    assert ((out - ref).abs() <= parts_error_bound(qw.dequantize(), x, 2)).all()
+
+
+def test_byte_codes_leave_other_tiers_to_the_generated_reduction(kernel_tier):
+    qw = quantize_vector(torch.randn(40, 128), 4, 256)
+    out, ref, _, code = _compiled(qw, 1)
+    assert ("cpp_torchlite_vq_lut" in code) == (kernel_tier.name == "avx512_vnni" and TILE_KERNEL_FLAGS <= tiers.cpu_flags())
+    torch.testing.assert_close(out, ref, rtol=1e-3, atol=1e-3 * ref.abs().max().item())
 
 
 @needs_nibble_kernel
@@ -168,7 +186,7 @@ def test_vector_nibble_kernel_is_exact_for_codebooks_off_the_grid():
     qw = quantize_vector(torch.randn(48, 256), 4, 16)
     qw.codebook = qw.codebook + 1e-3 * torch.randn(qw.codebook.shape)
     out, ref, _, code = _compiled(qw, 2)
-    assert "cpp_torchlite_vq_vnni" in code
+    assert "cpp_torchlite_vq_gemv" in code
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
 
 
@@ -198,6 +216,6 @@ def test_vector_kernels_apply_the_row_scales(size, d, gs):
     """A decode call without bias is the kernel call alone: no epilogue loop scales its output."""
     qw = quantize_vector(torch.randn(128, 256) * torch.logspace(-2, 2, 128).unsqueeze(1), d, size, gs)
     out, ref, x, code = _compiled(qw, 1, bias=False)
-    assert re.findall(r"(cpp_\w+)\(", code.split("def call")[1]) == [f"cpp_torchlite_{'vq_vnni' if size <= 16 else 'vq_lut'}_0"]
+    assert re.findall(r"(cpp_\w+)\(", code.split("def call")[1]) == [f"cpp_torchlite_{'vq_gemv' if size <= 16 else 'vq_lut'}_0"]
     bound = parts_error_bound(qw.dequantize(), x, 2) if size <= 16 else lut_error_bound(qw, x)
     assert ((out - ref).abs() <= bound).all()

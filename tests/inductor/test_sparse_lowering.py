@@ -8,7 +8,7 @@ from torch._inductor.utils import run_and_get_code
 
 import torchlite  # noqa: F401  (registers ops and lowerings)
 from torchlite import TorchliteError
-from torchlite.inductor.vnni import cpu_has_vnni
+from torchlite.inductor import tiers
 from torchlite.numerics import nm_mask, pack_nm, unpack_nm
 
 CASES = [
@@ -51,13 +51,25 @@ def test_compiled_matches_eager(n, m, k, int8, with_bias, dtype, batch):
     torch.testing.assert_close(out.float(), ref.float(), rtol=tol, atol=tol * ref.float().abs().max().item())
 
 
+@pytest.mark.parametrize("rows, k", [(1, 512), (3, 192)])  # 192: the last step holds one block of 16 groups
+def test_nm_kernel_matches_eager_on_every_tier(kernel_tier, rows, k):
+    p = _packed(2, 4, k, True, 40)
+    f = _fn(p, torch.randn(40))
+    x = torch.randn(rows, k)
+    out, (code,) = run_and_get_code(torch.compile(f, fullgraph=True), x)
+    assert "cpp_torchlite_nm_gemv" in code and f"#define TIER {kernel_tier.number}" in code
+    ref = f(x)
+    # three int8 activation parts (~22 bits): float32-like
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
+
+
 @pytest.mark.parametrize("int8", [False, True])
 def test_decode_kernel_reads_only_the_compressed_weight(int8):
     out, k = 256, 512
     p = _packed(2, 4, k, int8, out)
     _, (code,) = run_and_get_code(torch.compile(_fn(p, None)), torch.randn(1, k))
-    if int8 and cpu_has_vnni():
-        assert "cpp_torchlite_nm_vnni" in code, "2:4 int8 decode calls with float32 activations run the VNNI kernel"
+    if int8 and tiers.selected():
+        assert "cpp_torchlite_nm_gemv" in code, "2:4 int8 decode calls with float32 activations run the hand-written kernel"
         assert "torch.ops.torchlite" not in code and "extern_kernels" not in code.split("def call")[1]
         return
     assert "torchlite" not in code.replace("cpp_fused_nm_linear", ""), "the op must be lowered, not a fallback"

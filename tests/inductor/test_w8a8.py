@@ -8,7 +8,7 @@ from torch._inductor.utils import run_and_get_code
 
 import torchlite
 from torchlite import Quantize, Recipe, TorchliteError
-from torchlite.inductor.vnni import cpu_has_vnni
+from torchlite.inductor import tiers
 from torchlite.numerics.linear import quantize_weight
 
 A8 = torch.ops.torchlite.qlinear_a8.default
@@ -34,7 +34,7 @@ def test_opcheck_and_numerics_against_float_reference():
 @pytest.mark.parametrize("n, k, batch", [(96, 128, (1,)), (33, 70, (2, 3)), (64, 576, (40,)), (17, 64, (1, 1))])
 @pytest.mark.parametrize("static", [False, True])
 def test_lowering_matches_eager(n, k, batch, static):
-    """Decode shapes on a VNNI CPU run the hand-written kernel (the op's own int8 activations: equal up
+    """Decode shapes where a kernel tier is selected run the hand-written kernel (the op's own int8 activations: equal up
     to float summation order); others quantize in a generated kernel and call `_int_mm`."""
     qw, bias = _case(n, k)
     x_scale = torch.full((1, 1), 0.03) if static else None
@@ -46,8 +46,8 @@ def test_lowering_matches_eager(n, k, batch, static):
     out, (code, *_) = run_and_get_code(torch.compile(f, fullgraph=True), x)
     ref = f(x)
     assert out.shape == ref.shape == (*batch, n)
-    if cpu_has_vnni() and math.prod(batch) <= 16:
-        assert "cpp_torchlite_vnni_gemv" in code and "_int_mm" not in code
+    if tiers.selected() and math.prod(batch) <= 16:
+        assert "cpp_torchlite_gemv" in code and "_int_mm" not in code
         torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
         return
     assert "_int_mm" in code, "the lowering runs int8 x int8 -> int32 GEMM"
@@ -57,8 +57,7 @@ def test_lowering_matches_eager(n, k, batch, static):
     assert (out - ref).abs().mean() < 1e-3 * ref.abs().mean() + 1e-6
 
 
-@pytest.mark.skipif(not cpu_has_vnni(), reason="this CPU has no AVX512-VNNI: the decode call uses _int_mm")
-def test_kernel_clamps_static_scale_and_keeps_per_token_scales():
+def test_kernel_clamps_static_scale_and_keeps_per_token_scales(kernel_tier):
     """Rows of very different magnitude keep their own scales; a static scale clamps outliers at ±127
     steps, as the op does."""
     qw, bias = _case(48, 256, seed=1)
@@ -70,7 +69,7 @@ def test_kernel_clamps_static_scale_and_keeps_per_token_scales():
             return A8(x, qw.qdata, qw.scale, bias, 256, x_scale)
 
         out, (code, *_) = run_and_get_code(torch.compile(f, fullgraph=True), x)
-        assert "cpp_torchlite_vnni_gemv" in code
+        assert "cpp_torchlite_gemv" in code
         ref = f(x)
         for row in range(3):
             torch.testing.assert_close(out[row], ref[row], rtol=1e-5, atol=1e-5 * ref[row].abs().max().item())

@@ -14,16 +14,9 @@ from pathlib import Path
 import torch
 from torch._inductor import ir
 
+from . import tiers
+
 CSRC = Path(__file__).parent / "csrc"
-
-
-@functools.cache
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere, so no kernel is used)."""
-    try:
-        return frozenset(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return frozenset()
 
 
 @functools.cache
@@ -31,17 +24,23 @@ def source(name: str) -> str:
     return (CSRC / name).read_text()
 
 
+def kernel_source(name: str, *headers: str) -> str:
+    """The source of the kernel csrc/`name`: csrc/simd.h (the SIMD layer of every tier), `headers`, `name`."""
+    return "".join(source(h) for h in ("simd.h", *headers, name))
+
+
 def static_int(size) -> bool:
     return isinstance(size, int) or getattr(size, "is_Integer", False)
 
 
-def takes_decode_call(x2, m_rows, flags: set[str]) -> bool:
-    """What every hand-written kernel needs of a call: the CPU flags, float32 activations on the CPU,
-    and a row count known at compile time (it becomes a #define)."""
-    return (
-        flags <= cpu_flags() and x2.get_device().type == "cpu" and x2.get_dtype() == torch.float32
-        and static_int(m_rows)
-    )
+def takes_decode_call(x2, m_rows) -> tiers.Tier | None:
+    """The tier a hand-written kernel takes this call on (None: it cannot): a selected tier
+    (`tiers.selected`), float32 activations on the CPU and a row count known at compile time (it
+    becomes a #define)."""
+    tier = tiers.selected()
+    if tier and x2.get_device().type == "cpu" and x2.get_dtype() == torch.float32 and static_int(m_rows):
+        return tier
+    return None
 
 
 class CppKernelCall(ir.ExternKernelOut):
@@ -66,7 +65,9 @@ class CppKernelCall(ir.ExternKernelOut):
 
 
 def call(inputs, shape, src: str, defines: dict, arg_types: list[str], name: str):
-    """A float32 [shape] tensor computed by the kernel, as a TensorBox for further lowering."""
+    """A float32 [shape] tensor computed by the kernel, compiled for the selected tier (its #defines
+    first), as a TensorBox for further lowering."""
+    defines = tiers.selected().defines() | defines
     device = inputs[0].get_device()
     layout = ir.FixedLayout(device, torch.float32, list(shape), ir.FlexibleLayout.contiguous_strides(list(shape)))
     return ir.TensorBox.create(CppKernelCall(inputs, layout, src, defines, arg_types, name))

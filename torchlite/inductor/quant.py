@@ -1,8 +1,8 @@
 """Inductor lowerings of `torchlite::qlinear`, `::qlinear_log`, `::qlinear_a8` and the `dequantize` ops.
 
 Decode shapes of the weight-only linears run the shared decode reduction (`decode.fused_sum`) over the
-packed weight, read through `_QuantizedWeight`, or the hand-written VNNI kernel where it can take the
-call (`vnni`); larger shapes dequantize into a temporary and use Inductor's GEMM
+packed weight, read through `_QuantizedWeight`, or the hand-written kernel where it can take the
+call (`gemv`); larger shapes dequantize into a temporary and use Inductor's GEMM
 (`decode.weight_only_linear`). Per-channel scales multiply the finished sum. Log codes (`qlinear_log`)
 take the same loops; a code becomes its float ±2^-e by writing the exponent bits directly (integer ops
 and a bitcast, exact), times the scale. W8A8 (`qlinear_a8`): the VNNI kernel at decode shapes, else
@@ -18,7 +18,7 @@ from torch._inductor.virtualized import V, ops
 from ..ops import quant as _ops  # noqa: F401  (the ops must exist before we register lowerings)
 from ..numerics.linear import block_size, padded_in_features
 from ..numerics.log import code_values
-from . import vnni
+from . import gemv
 from .decode import WeightLoader, decode_rows, epilogue, fused_sum, matrix_rows, weight_only_linear
 
 aten = torch.ops.aten
@@ -109,17 +109,17 @@ def _dequantized_log(qdata, scale, bits, group_size, in_features, dtype):
 
 
 def _qlinear(x, w: _QuantizedWeight, qdata, scale, zero, bias, group_size, in_features, table: torch.Tensor | None):
-    """`table`: the value of each 4-bit code before scaling and offset (for the VNNI kernel)."""
+    """`table`: the value of each 4-bit code before scaling and offset (for the hand-written kernel)."""
     n_out = qdata.get_size()[0]
     grouped = group_size > 0
     kp = padded_in_features(in_features, w.bits, group_size)
     # the hand-written kernel applies every scale itself; the generated reduction leaves a per-channel
     # scale to the epilogue
-    in_kernel = vnni.vnni_usable(x, matrix_rows(x), kp, w.block if w.packed else vnni.STEP, group_size)
+    in_kernel = gemv.gemv_usable(x, matrix_rows(x), kp, w.block if w.packed else gemv.STEP, group_size)
 
     def sums(x2, m_rows):
         if in_kernel:
-            return vnni.vnni_sums(
+            return gemv.gemv_sums(
                 x2, qdata, scale, zero, in_features=in_features, kp=kp, nibbles=w.packed, block=w.block,
                 group=group_size, table=table, flip_sign=qdata.get_dtype() == torch.int8,
             )
@@ -149,7 +149,7 @@ def _qlinear_log_lowering(x, qdata, scale, bias, bits, group_size, in_features):
 
 @register_lowering(torch.ops.torchlite.qlinear_a8.default, type_promotion_kind=None)
 def _qlinear_a8_lowering(x, qdata, scale, bias, in_features, x_scale):
-    """Decode shapes on a VNNI CPU: the hand-written kernel with one activation part (it quantizes the
+    """Decode shapes where a kernel tier is selected: the hand-written kernel with one activation part (it quantizes the
     activations exactly as the op does, then int8 x int8 dot products). Otherwise one fused kernel
     quantizes the activations (per-token amax, scale, round, clamp, int8 store), `aten._int_mm`
     multiplies int8 x int8 -> int32 (oneDNN), one epilogue applies both scales and the bias."""
@@ -157,10 +157,10 @@ def _qlinear_a8_lowering(x, qdata, scale, bias, in_features, x_scale):
     x2 = lowerings[aten.reshape](x, [m_rows, k])
     x2.realize()
     w_scale = scale.make_loader()
-    if decode_rows(m_rows) and vnni.vnni_usable(x2, m_rows, kp, vnni.STEP, 0):
+    if decode_rows(m_rows) and gemv.gemv_usable(x2, m_rows, kp, gemv.STEP, 0):
         def sums(x2, m_rows):
-            return vnni.vnni_sums(
-                x2, qdata, scale, None, in_features=in_features, kp=kp, nibbles=False, block=vnni.STEP, group=0,
+            return gemv.gemv_sums(
+                x2, qdata, scale, None, in_features=in_features, kp=kp, nibbles=False, block=gemv.STEP, group=0,
                 table=None, flip_sign=True, parts=1, x_scale=x_scale,
             )
 

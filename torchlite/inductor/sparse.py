@@ -13,7 +13,7 @@ load is contiguous along the groups, so the inner loop (one block of 16 groups) 
 AVX-512 vector. The iteration is [out, rows] (weight row outer): each weight row is read once for
 all rows. Larger calls rebuild the dense weight into a temporary and use Inductor's GEMM
 (`decode.weight_only_linear`). Decode calls of 2:4 with int8 values on CPUs with AVX512-VNNI run the
-hand-written `csrc/nm_vnni.cpp` instead (`nm_vnni_usable`, `nm_vnni_sums`).
+hand-written `csrc/nm_gemv.cpp` instead (`nm_gemv_usable`, `nm_gemv_sums`).
 """
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ from torch.utils._sympy.functions import FloorDiv, ModularIndexing
 
 from ..ops import sparse as _ops  # noqa: F401  (the op must exist before we register its lowering)
 from ..numerics.nm import group_block, index_columns, index_layout, offset_bits, pair_code_column
-from . import vnni
-from .cpp_kernel import call, static_int, takes_decode_call
+from . import gemv
+from .cpp_kernel import call, kernel_source, static_int, takes_decode_call
 from .decode import row_sums, weight_only_linear
 
 f32, i32 = torch.float32, torch.int32
@@ -119,26 +119,26 @@ class _NMWeight:
         return ops.mul(total, self.scale(o)) if self.s is not None else total
 
 
-def nm_vnni_usable(x2, m_rows, values, n: int, m: int, in_features: int) -> bool:
-    """Whether `nm_vnni_sums` can take this call: 2:4 int8 values in whole blocks of 16 groups on a CPU
+def nm_gemv_usable(x2, m_rows, values, n: int, m: int, in_features: int) -> bool:
+    """Whether `nm_gemv_sums` can take this call: 2:4 int8 values in whole blocks of 16 groups on a CPU
     with AVX512-VNNI (otherwise the generated reduction takes it)."""
     n_out, groups = values.get_size()[0], in_features // m
     if (n, m) != (2, 4) or values.get_dtype() != torch.int8 or groups % 16:
         return False
-    return takes_decode_call(x2, m_rows, vnni.FLAGS) and static_int(n_out)
+    return takes_decode_call(x2, m_rows) and static_int(n_out)
 
 
-def nm_vnni_sums(x2, m_rows, values, indices, n: int, m: int, in_features: int):
-    """Σ x·v [N, M] (row scale not applied) from `csrc/nm_vnni.cpp`. The generated reduction converts
+def nm_gemv_sums(x2, m_rows, values, indices, n: int, m: int, in_features: int):
+    """Σ x·v [N, M] (row scale not applied) from `csrc/nm_gemv.cpp`. The generated reduction converts
     every int8 value to float and blends float activations: this kernel reads 3x fewer bytes per
     instruction than with float values, 0.62-0.74x of the dense int8 VNNI kernel (ad hoc, 2026-11-30)."""
     n_out, groups = values.get_size()[0], in_features // m
     defines = {"M_ROWS": int(m_rows), "N_OUT": int(n_out), "GROUPS": groups, "CODE_BYTES": index_columns(n, m, groups)}
-    defines = vnni.with_activation_parts(
-        defines, in_features=in_features, kp=-(-groups // 32) * 128, parts=vnni.weight_only_parts(narrow_codes=False)
+    defines = gemv.with_activation_parts(
+        defines, in_features=in_features, kp=-(-groups // 32) * 128, parts=gemv.weight_only_parts(narrow_codes=False)
     )
-    src = vnni.kernel_source("nm_vnni.cpp")
-    return call([x2, values, indices], [n_out, m_rows], src, defines, ["const float*", "const int8_t*", "const uint8_t*", "float*"], "nm_vnni")
+    src = kernel_source("nm_gemv.cpp", "activation_parts.h")
+    return call([x2, values, indices], [n_out, m_rows], src, defines, ["const float*", "const int8_t*", "const uint8_t*", "float*"], "nm_gemv")
 
 
 def _regrouped(x2, m_rows, m: int, groups: int):
@@ -168,8 +168,8 @@ def _nm_linear_lowering(x, values, indices, scale, bias, n, m, in_features):
         )
 
     def sums(x2, m_rows):
-        if nm_vnni_usable(x2, m_rows, values, n, m, in_features):
-            return nm_vnni_sums(x2, m_rows, values, indices, n, m, in_features)
+        if nm_gemv_usable(x2, m_rows, values, n, m, in_features):
+            return nm_gemv_sums(x2, m_rows, values, indices, n, m, in_features)
         return _nm_sums(x2, m_rows, w, n, m, groups, n_out)
 
     # the regrouping reads x in a kernel of its own (x is not materialized first); bare sums still get

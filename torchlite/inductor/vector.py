@@ -5,11 +5,11 @@ that loads the code of sub-vector j (unpacking the nibble when C <= 16, reading 
 gathers element t of its centroid from the small codebook (indirect indexing; it stays in cache) and
 multiplies it with the activation: the sum over sub-vectors of dot(codebook[code], x_sub); the row
 scale multiplies the finished sum. No dequantized weight is written.
-(Flattening the reduction to one loop over K was 4x slower.) Where the CPU has AVX-512 VBMI, decode
-calls run hand-written kernels instead. Nibble codes (C <= 16): `csrc/vq_vnni.cpp` (also VNNI) turns
-codes into weight bytes by in-register table lookups (the codebooks are on an int8 grid,
-`quant.vector.snap_to_grid`) that meet the activations in int8 dot products, as in `vnni.py`. Byte
-codes (64-row tiles): `csrc/vq_lut.cpp` looks up per-call tables of the activations' dot products with
+(Flattening the reduction to one loop over K was 4x slower.) Decode calls run hand-written kernels
+instead where they can. Nibble codes (C <= 16), on every kernel tier: `csrc/vq_gemv.cpp` turns codes
+into weight bytes by in-register table lookups (the codebooks are on an int8 grid,
+`numerics.vector.snap_to_grid`) that meet the activations in int8 dot products, as in `gemv.py`. Byte
+codes (64-row tiles), on the avx512_vnni tier with VBMI: `csrc/vq_lut.cpp` looks up per-call tables of the activations' dot products with
 every centroid, 64 rows per lookup. Both kernels apply the row scales, so a decode call without bias is
 the kernel call alone (`vq_usable`, `vq_sums`). Other shapes gather Ŵ into a temporary and use
 Inductor's GEMM (`decode.weight_only_linear`).
@@ -23,12 +23,12 @@ from torch._inductor.virtualized import ops
 
 from ..ops import vector as _ops  # noqa: F401  (the ops must exist before we register lowerings)
 from ..numerics.vector import TILE_ROWS
-from . import vnni
-from .cpp_kernel import call, source, static_int, takes_decode_call
+from . import gemv
+from .cpp_kernel import call, kernel_source, static_int, takes_decode_call
 from .decode import matrix_rows, weight_only_linear
+from .tiers import cpu_flags
 
-NIBBLE_KERNEL_FLAGS = {"avx512_vnni", "avx512bw", "avx512vbmi"}
-TILE_KERNEL_FLAGS = {"avx512bw", "avx512vbmi"}
+TILE_KERNEL_FLAGS = {"avx512bw", "avx512vbmi"}  # vq_lut.cpp: the avx512_vnni tier with VBMI
 
 
 class _VectorWeight:
@@ -76,15 +76,20 @@ def _dequantized(qdata, scale, codebook, group_size, in_features, dtype):
 
 
 def vq_usable(x, m_rows, w: _VectorWeight, codebook, n_out) -> bool:
-    """Whether `vq_sums` can take this call: the CPU flags of its kernel (packed codes: "vq_vnni", else
-    "vq_lut"), float32 activations, static shapes, codebook groups that are whole tiles (byte codes)."""
-    if not (takes_decode_call(x, m_rows, NIBBLE_KERNEL_FLAGS if w.packed else TILE_KERNEL_FLAGS) and static_int(n_out)):
+    """Whether `vq_sums` can take this call: a kernel tier (packed codes: "vq_gemv", any tier; byte
+    codes: "vq_lut", the avx512_vnni tier with VBMI), float32 activations, static shapes, codebook
+    groups that are whole tiles (byte codes)."""
+    tier = takes_decode_call(x, m_rows)
+    if not (tier and static_int(n_out)):
         return False
-    return w.packed or not (int(codebook.get_size()[0]) > 1 and w.group_size % TILE_ROWS)
+    if w.packed:
+        return True
+    tiles = tier.name == "avx512_vnni" and TILE_KERNEL_FLAGS <= cpu_flags()
+    return tiles and not (int(codebook.get_size()[0]) > 1 and w.group_size % TILE_ROWS)
 
 
 def vq_sums(x2, m_rows, w: _VectorWeight, qdata, scale, codebook, n_out, in_features: int):
-    """out [N, M], row scales applied, from `csrc/vq_vnni.cpp` (packed codes) or `csrc/vq_lut.cpp`."""
+    """out [N, M], row scales applied, from `csrc/vq_gemv.cpp` (packed codes) or `csrc/vq_lut.cpp`."""
     j = in_features // w.d
     defines = {
         "M_ROWS": int(m_rows), "N_OUT": int(n_out), "J": j, "D": w.d, "C": w.size, "G": int(codebook.get_size()[0]),
@@ -92,11 +97,11 @@ def vq_sums(x2, m_rows, w: _VectorWeight, qdata, scale, codebook, n_out, in_feat
     }
     arg_types = ["const float*", "const uint8_t*", "const float*", "const float*", "float*"]
     if w.packed:
-        name, src = "vq_vnni", vnni.kernel_source("vq_vnni.cpp")
-        kp, parts = -(-j // 128) * 128 * w.d, vnni.weight_only_parts(narrow_codes=True)
-        defines = vnni.with_activation_parts(defines, in_features=in_features, kp=kp, parts=parts, k_after=None)
+        name, src = "vq_gemv", kernel_source("vq_gemv.cpp", "activation_parts.h")
+        kp, parts = -(-j // 128) * 128 * w.d, gemv.weight_only_parts(narrow_codes=True)
+        defines = gemv.with_activation_parts(defines, in_features=in_features, kp=kp, parts=parts, k_after=None)
     else:
-        name, src = "vq_lut", source("prefetch.h") + source("vq_lut.cpp")
+        name, src = "vq_lut", kernel_source("vq_lut.cpp")
     return call([x2, qdata, codebook, scale], [n_out, m_rows], src, defines, arg_types, name)
 
 

@@ -138,7 +138,7 @@ def codebook_for(v: torch.Tensor, k: int, generator: torch.Generator) -> torch.T
 
 def snap_to_grid(codebook: torch.Tensor) -> torch.Tensor:
     """The codebook rounded to b·s: b integers in ±127, s the smallest power of two with max|c| <= 127·s
-    (the rule csrc/vq_vnni.cpp applies per call)."""
+    (the rule csrc/vq_gemv.cpp applies per call)."""
     top = codebook.abs().max().item()
     if top == 0:
         return codebook

@@ -1,6 +1,6 @@
 // Decode-shaped linear over vector-quantized weights in byte codes (torchlite.quant.vector, 17..256
 // centroids) by table lookups of dot products, times the row scales.
-// torchlite/inductor/vector.py prepends prefetch.h and the #defines: M_ROWS, N_OUT, J (sub-vectors per row), D, C, G,
+// torchlite/inductor/vector.py prepends simd.h (the avx512_vnni tier: TIER 1) and the #defines: M_ROWS, N_OUT, J (sub-vectors per row), D, C, G,
 // GROUP_ROWS (a multiple of 64, or N_OUT).
 //
 // Per call and activation row, every sub-vector position j gets a table of the dot products of its D
@@ -118,7 +118,7 @@ static void tiles(const uint8_t* codes, const Tables& tab, int64_t m, int64_t g,
             for (int64_t u = 0; u < N_TILES; ++u) {
                 if (m == 0) {  // this stream's codes AHEAD positions on, in this block or the next
                     const int64_t ahead = j + AHEAD, tile = ahead < je ? t0 + u : t0 + N_TILES + u;
-                    if (tile < TILES) prefetch_line(codes + (tile * J + (ahead < je ? ahead : jb + ahead - je)) * 64);
+                    if (tile < TILES) __builtin_prefetch(codes + (tile * J + (ahead < je ? ahead : jb + ahead - je)) * 64, 0, 2);
                 }
                 const __m512i idx = _mm512_loadu_si512(codes + ((t0 + u) * J + j) * 64);
                 const __mmask64 high = NT == 4 ? _mm512_movepi8_mask(idx) : 0;

@@ -1,44 +1,38 @@
-"""A hand-written AVX512-VNNI kernel for decode-shaped linears over 8-bit and 4-bit weight codes.
+"""The hand-written decode kernel for linears over 8-bit and 4-bit weight codes, on every kernel tier.
 
 Inductor's vectorizer turns each weight into float32 one lane at a time (widen, mask, shift, convert,
 offset, multiply, add), which caps a generated reduction at about half (int8) or a third (int4) of
-the memory roofline here. `csrc/vnni_gemv.cpp` keeps the weights in bytes instead: it maps 4-bit codes
+the memory roofline here. `csrc/gemv.cpp` keeps the weights in bytes instead: it maps 4-bit codes
 to bytes with one table shuffle, quantizes the activations per call into int8 parts (each codes what
-the previous ones leave over; see `weight_only_parts`) and multiplies 64 byte pairs per vpdpbusd
-instruction. Table values cover int2..int4 (symmetric or with zero points), int8 and log codes (±2^-e,
-exact as integers times 2^(L-1)). W8A8 (`torchlite::qlinear_a8`) is the same kernel with one part: the
-op's own per-token (or static) int8 activations.
+the previous ones leave over; see `weight_only_parts`) and multiplies them with integer dot products
+(vpdpbusd on the VNNI tiers, vpmaddubsw on AVX2, plain C++ elsewhere: `tiers`). Table values cover
+int2..int4 (symmetric or with zero points), int8 and log codes (±2^-e, exact as integers times
+2^(L-1)). W8A8 (`torchlite::qlinear_a8`) is the same kernel with one part: the op's own per-token (or
+static) int8 activations.
 
 The call is a `cpp_kernel.CppKernelCall` node: compiled by Inductor's toolchain and called from the
-compiled graph like one of its generated kernels. The lowerings use it where the CPU has
-AVX512-VNNI, the activations are float32 and the rows few and static, and the layout comes in whole
-64-weight steps (`vnni_usable`, then `vnni_sums` builds the call); everywhere else they keep the
+compiled graph like one of its generated kernels. The lowerings use it where a kernel tier is
+selected, the activations are float32 and the rows few and static, and the layout comes in whole
+64-weight steps (`gemv_usable`, then `gemv_sums` builds the call); everywhere else they keep the
 generated reduction. Every hand-written kernel family follows that pair: `<family>_usable(...) -> bool`,
-then `<family>_sums(...)`, which assumes it (here; `sparse.nm_vnni_*`, `vector.vq_*`). This module
-also holds what the VNNI kernels share: their source prelude (`kernel_source`), the #defines of
-`csrc/activation_parts.h` (`with_activation_parts`) and how many activation parts a call gets.
+then `<family>_sums(...)`, which assumes it (here; `sparse.nm_gemv_*`, `vector.vq_*`). This module
+also holds what the integer-dot-product kernels share: the #defines of `csrc/activation_parts.h`
+(`with_activation_parts`) and how many activation parts a call gets.
 """
 from __future__ import annotations
 
 import torch
 
-from .cpp_kernel import call, cpu_flags, source, takes_decode_call
+from .cpp_kernel import call, kernel_source, takes_decode_call
 
 ARG_TYPES = ["const float*", "const uint8_t*", "const float*", "const uint8_t*", "const float*", "float*"]
 STEP = 64  # weights per step of the kernel
 
 
-FLAGS = {"avx512_vnni", "avx512bw"}
-
-
-def cpu_has_vnni() -> bool:
-    return FLAGS <= cpu_flags()
-
-
-def vnni_usable(x2, m_rows, kp: int, block: int, group: int) -> bool:
-    """Whether `vnni_sums` can take this call (otherwise the generated reduction is used)."""
+def gemv_usable(x2, m_rows, kp: int, block: int, group: int) -> bool:
+    """Whether `gemv_sums` can take this call (otherwise the generated reduction is used)."""
     group = group or kp
-    return takes_decode_call(x2, m_rows, FLAGS) and kp % STEP == 0 and block % STEP == 0 and group % block == 0
+    return bool(takes_decode_call(x2, m_rows)) and kp % STEP == 0 and block % STEP == 0 and group % block == 0
 
 
 def byte_table(values: torch.Tensor) -> tuple[list[int], float, float]:
@@ -56,14 +50,9 @@ def byte_table(values: torch.Tensor) -> tuple[list[int], float, float]:
     return u.tolist() + [0] * (16 - len(u)), offset, value_scale
 
 
-def kernel_source(name: str) -> str:
-    """The source of a VNNI kernel in csrc/: prefetch.h and activation_parts.h, then `name`."""
-    return source("prefetch.h") + source("activation_parts.h") + source(name)
-
-
 def with_activation_parts(defines: dict, *, in_features: int, kp: int, parts: int, static_x_scale: bool = False,
                           k_after: str | None = "N_OUT") -> dict:
-    """A VNNI kernel's own #defines (in order) plus those of csrc/activation_parts.h: K_IN (floats per
+    """An integer-dot-product kernel's own #defines (in order) plus those of csrc/activation_parts.h: K_IN (floats per
     activation row) and KP (K_IN zero-padded) right after `k_after` (None: at the end), then PARTS and
     STATIC_X_SCALE at the end. The order is part of the kernel's source, on which Inductor keys it."""
     out = {}
@@ -83,9 +72,9 @@ def weight_only_parts(narrow_codes: bool) -> int:
     return 2 if narrow_codes else 3
 
 
-def vnni_sums(x2, qdata, scale, zero, *, in_features: int, kp: int, nibbles: bool, block: int, group: int,
+def gemv_sums(x2, qdata, scale, zero, *, in_features: int, kp: int, nibbles: bool, block: int, group: int,
               table: torch.Tensor | None, flip_sign: bool, parts: int | None = None, x_scale=None):
-    """sums[n, m] = Σ_k x[m, k]·Ŵ[n, k] as float32 [N, M] from `csrc/vnni_gemv.cpp` (where `vnni_usable`),
+    """sums[n, m] = Σ_k x[m, k]·Ŵ[n, k] as float32 [N, M] from `csrc/gemv.cpp` (where `gemv_usable`),
     scales included (per group, per channel or per tensor). `parts`: int8 parts of the activations (1: W8A8,
     with the static activation scale `x_scale` [1, 1] if given, else per token; None: weight-only,
     `weight_only_parts`)."""
@@ -104,4 +93,4 @@ def vnni_sums(x2, qdata, scale, zero, *, in_features: int, kp: int, nibbles: boo
     )
     # pointers the kernel never reads (no zero points, no static scale) get the codes / scales again
     inputs = [x2, qdata, scale, zero if zero is not None else qdata, x_scale if x_scale is not None else scale]
-    return call(inputs, [n_out, m_rows], kernel_source("vnni_gemv.cpp"), defines, ARG_TYPES, "vnni_gemv")
+    return call(inputs, [n_out, m_rows], kernel_source("gemv.cpp", "activation_parts.h"), defines, ARG_TYPES, "gemv")

@@ -1,36 +1,37 @@
-// Decode-shaped linear over vector-quantized weights in nibble codes (torchlite.quant.vector, at most 16
-// centroids, two codes per byte) with byte lookups and AVX512-VNNI dot products, times the row scales.
-// Byte codes take csrc/vq_lut.cpp.
-// torchlite/inductor/vector.py prepends prefetch.h, activation_parts.h and the #defines: M_ROWS, N_OUT, K_IN,
-// KP, J, D, C, G, GROUP_ROWS, PARTS, STATIC_X_SCALE.
+// Decode-shaped linear over vector-quantized weights in nibble codes (torchlite.numerics.vector, at most
+// 16 centroids, two codes per byte) with byte lookups and integer dot products on every tier of simd.h,
+// times the row scales. Byte codes take csrc/vq_lut.cpp.
+// torchlite/inductor/vector.py prepends simd.h, activation_parts.h and the #defines: M_ROWS, N_OUT,
+// K_IN, KP, J, D, C, G, GROUP_ROWS, PARTS, STATIC_X_SCALE.
 //
 // torchlite snaps every k-means codebook to an int8 grid: each centroid element is b·s_g with b an
 // integer in ±127 and s_g a power of two per codebook. Per call, each codebook becomes D byte tables
-// u = b + 128 (one per centroid element); a step reads 128 codes (64 bytes) and turns them into 2·D
-// vectors of 64 weight bytes with vpermb lookups, which vpdpbusd multiplies with the activations' int8
-// parts. So out[n, m] = s_n · s_g · (Σ_p s_p·Σ u·q_p − 128·Σ x̂), as in vnni_gemv.cpp (s_n: the row
-// scale). The activations are stored per step in lookup order: for each code vector v and element c,
-// the 64 inputs its weights meet.
+// u = b + BIAS (one per centroid element, its 16 entries repeated in every lane); a step reads 128
+// codes (64 bytes) and turns them into 2·D·(64 / W) vectors of weight bytes with byte shuffles, which
+// simd::dot multiplies with the activations' int8 parts. So out[n, m] = s_n · s_g · (Σ_p s_p·Σ u·q_p
+// − BIAS·Σ x̂), as in gemv.cpp (s_n: the row scale). The activations are stored per step in lookup
+// order: for each code vector v and element c, the 64 inputs its weights meet.
 // A codebook that is not on such a grid (not made by torchlite's k-means) gets an exact float loop.
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,fma")
 #include <cmath>
+using namespace simd;
 
 constexpr int64_t CPS = 128;                           // codes per step (one 64-byte load)
 constexpr int64_t VECS = 2;                            // code vectors per step (low and high nibbles)
+constexpr int64_t VPS = 64 / W;                        // vectors per 64 bytes
 constexpr int64_t STEPS = (J + CPS - 1) / CPS;
 constexpr int64_t ROW_BYTES = (J + 1) / 2;
 static_assert(C <= 16, "nibble codes");
 constexpr int A = D % 2 == 0 ? 2 : 1;                  // accumulators per part (latency)
 constexpr int64_t MC = M_ROWS % 2 == 0 ? 2 : 1;        // activation rows per pass over a weight row
 static_assert(KP == STEPS * CPS * D, "activations are padded to whole steps");
-static_assert(STEPS * VECS * D / A < 16000, "int32 accumulators could overflow");
+static_assert(STEPS * VECS * D * VPS / A < 16000, "int32 accumulators could overflow");
 
 // Per-call scratch (heap, so concurrent calls of one kernel do not share it).
 struct Scratch {
     alignas(64) int8_t q[PARTS][M_ROWS * KP];  // activation parts in lookup order
     alignas(64) int8_t natural[PARTS][KP];     // one row's parts in input order
     alignas(64) float rest[KP];
-    alignas(64) uint8_t table[G][D][64];       // u = b + 128 per codebook, element, centroid
+    alignas(64) uint8_t table[G][D][64];       // u = b + BIAS per codebook, element, centroid % 16
     float scale[M_ROWS][PARTS];
     float sum[M_ROWS];                         // Σ x̂ per activation row
     float book_scale[G];
@@ -53,9 +54,9 @@ static void build_tables(const float* codebook, Scratch& a) {
         bool exact = true;
         for (int64_t t = 0; t < D; ++t)
             for (int64_t c = 0; c < 64; ++c) {
-                float b = c < C ? cb[c * D + t] / s : 0.f;
+                float b = c % 16 < C ? cb[(c % 16) * D + t] / s : 0.f;
                 exact = exact && b == std::nearbyint(b);
-                a.table[g][t][c] = (uint8_t)((int)std::nearbyint(b) + 128);
+                a.table[g][t][c] = (uint8_t)((int)std::nearbyint(b) + BIAS);
             }
         a.book_scale[g] = s;
         a.on_grid[g] = exact;
@@ -109,39 +110,38 @@ extern "C" void kernel(const float* x, const uint8_t* codes, const float* codebo
                 for (int64_t m = 0; m < M_ROWS; ++m) out[n * M_ROWS + m] = row_scale[n] * sums[m];
                 continue;
             }
-            __m512i t[D];
-            for (int64_t e = 0; e < D; ++e) t[e] = _mm512_load_si512(a.table[g][e]);
+            V8 t[D];
+            for (int64_t e = 0; e < D; ++e) t[e] = load8(a.table[g][e]);
             for (int64_t m0 = 0; m0 < M_ROWS; m0 += MC) {
-                __m512i acc[MC][PARTS][A];
+                V32 acc[MC][PARTS][A];
                 for (int64_t m = 0; m < MC; ++m)
                     for (int p = 0; p < PARTS; ++p)
-                        for (int u = 0; u < A; ++u) acc[m][p][u] = _mm512_setzero_si512();
+                        for (int u = 0; u < A; ++u) acc[m][p][u] = zero32();
                 for (int64_t s = 0; s < STEPS; ++s) {
-                    const int64_t left = ROW_BYTES - s * 64;  // the last row ends the buffer: no read past it
                     if (m0 == 0) prefetch_codes(row + s * 64);  // one line per 64-byte step
-                    const __m512i raw = left >= 64 ? _mm512_loadu_si512(row + s * 64)
-                                                   : _mm512_maskz_loadu_epi8((__mmask64)((1ull << left) - 1), row + s * 64);
-                    const __m512i low4 = _mm512_set1_epi8(0x0F);
-                    const __m512i idx[VECS] = {_mm512_and_si512(raw, low4), _mm512_and_si512(_mm512_srli_epi16(raw, 4), low4)};
-                    for (int64_t v = 0; v < VECS; ++v) {
-                        for (int64_t e = 0; e < D; ++e) {
-                            const __m512i w = _mm512_permutexvar_epi8(idx[v], t[e]);
-                            for (int64_t m = 0; m < MC; ++m)
-                                for (int p = 0; p < PARTS; ++p) {
-                                    const int8_t* xq = a.q[p] + (m0 + m) * KP + ((s * VECS + v) * D + e) * 64;
-                                    acc[m][p][e % A] = _mm512_dpbusd_epi32(acc[m][p][e % A], w, _mm512_load_si512(xq));
-                                }
-                        }
+                    for (int64_t h = 0; h < VPS; ++h) {
+                        // the last row ends the buffer: no read past it
+                        const V8 raw = load8_n(row + s * 64 + h * W, ROW_BYTES - s * 64 - h * W);
+                        const V8 idx[VECS] = {low4(raw), high4(raw)};
+                        for (int64_t v = 0; v < VECS; ++v)
+                            for (int64_t e = 0; e < D; ++e) {
+                                const V8 w = lut16(t[e], idx[v]);
+                                for (int64_t m = 0; m < MC; ++m)
+                                    for (int p = 0; p < PARTS; ++p) {
+                                        const int8_t* xq = a.q[p] + (m0 + m) * KP + ((s * VECS + v) * D + e) * 64 + h * W;
+                                        acc[m][p][e % A] = dot(acc[m][p][e % A], w, load8(xq));
+                                    }
+                            }
                     }
                 }
                 for (int64_t m = 0; m < MC; ++m) {
-                    float dot = 0.f;
+                    float sum = 0.f;
                     for (int p = 0; p < PARTS; ++p) {
-                        __m512 lanes = _mm512_cvtepi32_ps(acc[m][p][0]);
-                        if (A == 2) lanes = _mm512_add_ps(lanes, _mm512_cvtepi32_ps(acc[m][p][A - 1]));
-                        dot += a.scale[m0 + m][p] * _mm512_reduce_add_ps(lanes);
+                        V32 lanes = acc[m][p][0];
+                        if (A == 2) lanes = add32(lanes, acc[m][p][A - 1]);
+                        sum += a.scale[m0 + m][p] * (float)sum32(lanes);
                     }
-                    out[n * M_ROWS + m0 + m] = row_scale[n] * a.book_scale[g] * (dot - 128.f * a.sum[m0 + m]);
+                    out[n * M_ROWS + m0 + m] = row_scale[n] * a.book_scale[g] * (sum - (float)BIAS * a.sum[m0 + m]);
                 }
             }
         }

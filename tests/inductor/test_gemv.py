@@ -1,4 +1,5 @@
-"""The hand-written VNNI decode kernel (torchlite/inductor/vnni.py) against the eager ops."""
+"""The hand-written decode kernel (torchlite/inductor/gemv.py, csrc/gemv.cpp) against the eager ops, on
+the selected kernel tier for every case and on every tier this CPU runs for each scheme."""
 import pytest
 import torch
 from hypothesis import given, settings
@@ -6,12 +7,13 @@ from hypothesis import strategies as st
 from torch._inductor.utils import run_and_get_code
 
 import torchlite  # noqa: F401  (registers ops and lowerings)
-from torchlite.inductor.vnni import byte_table, cpu_has_vnni
+from torchlite.inductor import tiers
+from torchlite.inductor.gemv import byte_table
 from torchlite.numerics.linear import quantize_weight
 from torchlite.numerics.log import code_values, quantize_log
 from parts_bound import parts_error_bound, parts_for
 
-needs_vnni = pytest.mark.skipif(not cpu_has_vnni(), reason="this CPU has no AVX512-VNNI: the generated reduction is used")
+needs_kernels = pytest.mark.skipif(tiers.selected() is None, reason=f"{tiers.ENV}=none: the generated reduction is used")
 
 
 def _linear(qw, bias=None):
@@ -48,20 +50,32 @@ CASES = [
 ]
 
 
-@needs_vnni
+@needs_kernels
 @pytest.mark.parametrize("name, make", CASES, ids=[c[0] for c in CASES])
 @pytest.mark.parametrize("k", [576, 300])  # 576: an odd number of 64-weight steps; 300: padded
 @pytest.mark.parametrize("rows", [1, 3])
-def test_vnni_kernel_matches_eager(name, make, k, rows):
+def test_kernel_matches_eager(name, make, k, rows):
     qw = make(torch.randn(40, k))
     f = (_log if name.startswith("log") else _linear)(qw, torch.randn(40))
     x = torch.randn(rows, k)
     out, code = _compiled_and_code(f, x)
-    assert "cpp_torchlite_vnni_gemv" in code, "the decode call must run the VNNI kernel"
+    assert "cpp_torchlite_gemv" in code, "the decode call must run the hand-written kernel"
     _close(out, f(x), parts_error_bound(qw.dequantize(), x, parts_for(qw.bits)))
 
 
-@needs_vnni
+@pytest.mark.parametrize("name, make", CASES, ids=[c[0] for c in CASES])
+def test_every_tier_matches_eager(kernel_tier, name, make):
+    """Each scheme on each tier (forced): 2 activation rows (a pass of two), K padded, groups of one
+    and of two steps, per-channel scales."""
+    qw = make(torch.randn(24, 300))
+    f = (_log if name.startswith("log") else _linear)(qw, torch.randn(24))
+    x = torch.randn(2, 300)
+    out, code = _compiled_and_code(f, x)
+    assert "cpp_torchlite_gemv" in code and f"#define TIER {kernel_tier.number}" in code
+    _close(out, f(x), parts_error_bound(qw.dequantize(), x, parts_for(qw.bits)))
+
+
+@needs_kernels
 def test_outlier_activations_keep_precision():
     """LLM activations have a few channels 100x the rest; the second int8 part keeps the error small
     (one part, as in W8A8, would leave ~1e-2 of Σ|w||x|)."""
@@ -76,19 +90,19 @@ def test_outlier_activations_keep_precision():
     assert ((out - ref).abs() <= 1e-3 * scale).all()
 
 
-@needs_vnni
+@needs_kernels
 @settings(max_examples=6, deadline=None)
 @given(
     st.integers(1, 33), st.integers(1, 200), st.integers(1, 4), st.sampled_from([2, 3, 4, 8]), st.booleans(),
     st.sampled_from([None, 64, 128]), st.integers(0, 2**16),
 )
-def test_vnni_kernel_property(n, k, rows, bits, symmetric, group, seed):
+def test_kernel_property(n, k, rows, bits, symmetric, group, seed):
     g = torch.Generator().manual_seed(seed)
     qw = quantize_weight(torch.randn(n, k, generator=g), bits, group, symmetric, "group" if group else "channel")
     f = _linear(qw)
     x = torch.randn(rows, k, generator=g)
     out, code = _compiled_and_code(f, x)
-    assert "cpp_torchlite_vnni_gemv" in code
+    assert "cpp_torchlite_gemv" in code
     _close(out, f(x), parts_error_bound(qw.dequantize(), x, parts_for(bits)))
 
 
@@ -104,7 +118,7 @@ def test_byte_table_represents_every_code_value():
 
 
 
-@needs_vnni
+@needs_kernels
 def test_kernel_applies_the_channel_scale_so_a_chain_needs_no_epilogue_loop():
     """y = W2 (W1 x) at batch 1 with per-channel int8 weights and no bias (a low-rank pair quantized):
     two kernel calls and no generated loop between or after them."""
@@ -118,4 +132,4 @@ def test_kernel_applies_the_channel_scale_so_a_chain_needs_no_epilogue_loop():
     w2 = q2.dequantize()
     _close(out, f2(y1), parts_error_bound(q1.dequantize(), x, 3) @ w2.abs().T + parts_error_bound(w2, y1, 3))
     call = code.split("def call")[1]
-    assert call.count("cpp_torchlite_vnni_gemv") == 2 and "cpp_fused" not in call
+    assert call.count("cpp_torchlite_gemv") == 2 and "cpp_fused" not in call
