@@ -160,3 +160,22 @@ def quantize_dynamic_bytes(qdyn) -> int:
         if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)
     )
     return weight_bytes(qdyn) + packed
+
+
+def measure(entries: list, rounds: int, iters: int):
+    """Per path: (median ms per layer over the rounds, median of its per-round share of the round's read
+    bandwidth, median per-round speed ratio against the first path); and the median bandwidth."""
+    seconds, shares, bandwidths = {e[0]: [] for e in entries}, {e[0]: [] for e in entries}, []
+    for order in rotations(entries, rounds):
+        bandwidth = read_bandwidth_gbs()
+        bandwidths.append(bandwidth)
+        for name, fn, x, nbytes, layers in order:
+            t = median_seconds(fn, x, warmup=1, iters=iters) / layers
+            seconds[name].append(t)
+            shares[name].append(nbytes / layers / t / 1e9 / bandwidth)
+    base = seconds[entries[0][0]]
+    return {
+        name: (statistics.median(seconds[name]), statistics.median(shares[name]),
+               statistics.median(b / t for b, t in zip(base, seconds[name])))
+        for name in seconds
+    }, statistics.median(bandwidths)

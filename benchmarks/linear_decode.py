@@ -12,15 +12,14 @@ roofline of a batch-1 decode step), as medians over the rounds.
 from __future__ import annotations
 
 import argparse
-import statistics
 import warnings
 
 import torch
 
 import torchlite
-from common import compile_lite, header, markdown, median_seconds, read_bandwidth_gbs, write_section
+from common import compile_lite, header, markdown, measure, write_section
 from models import Layers, copies, layer_stacks, own_class, replicated
-from torchlite.eval.lm import rotations, weight_bytes
+from torchlite.eval.lm import weight_bytes
 from torchlite.numerics.linear import quantize_weight
 
 warnings.filterwarnings("ignore")
@@ -105,25 +104,6 @@ def variants(model: Layers, compressed_models: dict):
     for label, small in compressed_models.items():  # compiled with the lite backend, no further recipe
         stack, nbytes = replicated(small, fp32, weight_bytes(small))
         yield label, compile_lite(stack), torch.float32, nbytes, len(stack.layers)
-
-
-def measure(entries: list, rounds: int, iters: int):
-    """Per path: (median ms per layer over the rounds, median of its per-round share of the round's read
-    bandwidth, median per-round speed ratio against the first path); and the median bandwidth."""
-    seconds, shares, bandwidths = {e[0]: [] for e in entries}, {e[0]: [] for e in entries}, []
-    for order in rotations(entries, rounds):
-        bandwidth = read_bandwidth_gbs()
-        bandwidths.append(bandwidth)
-        for name, fn, x, nbytes, layers in order:
-            t = median_seconds(fn, x, warmup=1, iters=iters) / layers
-            seconds[name].append(t)
-            shares[name].append(nbytes / layers / t / 1e9 / bandwidth)
-    base = seconds[entries[0][0]]
-    return {
-        name: (statistics.median(seconds[name]), statistics.median(shares[name]),
-               statistics.median(b / t for b, t in zip(base, seconds[name])))
-        for name in seconds
-    }, statistics.median(bandwidths)
 
 
 def main() -> None:

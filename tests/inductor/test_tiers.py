@@ -22,11 +22,14 @@ def test_auto_takes_the_fastest_tier_the_cpu_runs(avx2_only_cpu, monkeypatch):
     assert tiers.selected().name == "avx2"
 
 
-def test_an_arm_cpu_runs_the_portable_tier(monkeypatch):
+def test_an_arm_cpu_keeps_the_generated_reductions_unless_portable_is_forced(monkeypatch):
     monkeypatch.setattr(tiers, "cpu_flags", lambda: frozenset({"fp", "asimd", "asimddp"}))
     monkeypatch.setattr(tiers, "_x86", lambda: False)
     monkeypatch.delenv(tiers.ENV, raising=False)
     assert [t.name for t in tiers.runnable()] == ["portable"]
+    assert tiers.selected() is None
+    monkeypatch.setenv(tiers.ENV, "portable")
+    assert tiers.selected().name == "portable"
 
 
 def test_the_override_refuses_unknown_and_unrunnable_tiers(avx2_only_cpu, monkeypatch):

@@ -8,9 +8,12 @@ implementation per tier:
 | `avx512_vnni` | 64 bytes | vpdpbusd | Intel Ice Lake+ / Xeon, AMD Zen 4+ |
 | `avx_vnni` | 32 bytes | vpdpbusd (VEX; EVEX on AVX-512 CPUs) | Intel Alder Lake+ client, Zen 4+ |
 | `avx2` | 32 bytes | vpmaddubsw + vpmaddwd (llama.cpp's) | Intel Haswell+, AMD Zen 1-3 |
-| `portable` | 32 bytes | plain C++ the compiler vectorizes | ARM (NEON / sdot), anything else |
+| `portable` | 32 bytes | plain C++ loops (`omp simd`) | any CPU, forced only |
 
-By default the first tier this CPU runs is used. `TORCHLITE_KERNEL_TIER` (a tier's name, `auto`, or
+By default the first x86 tier this CPU runs is used; elsewhere (ARM) decode calls keep Inductor's
+generated reductions, because the portable kernels are correct on every CPU but not yet fast (10-50x
+slower than the avx2 tier on the same x86 CPU, 2026-12-07): they exist so that every kernel's logic is
+tested on every machine. `TORCHLITE_KERNEL_TIER` (a tier's name, `auto`, or
 `none` for Inductor's generated reductions only) or `forced(...)` overrides it, for tests and
 benchmarks; a tier this CPU cannot run is refused with the flags it lacks. The tier is part of every
 kernel's source and of the compiled-graph cache key (`inductor.tag_cache_key`), so switching never
@@ -74,12 +77,13 @@ def runnable() -> list[Tier]:
 
 
 def selected() -> Tier | None:
-    """The tier kernels are compiled for now (None: `none`, no hand-written kernels)."""
+    """The tier kernels are compiled for now (None: `none`, no hand-written kernels; also `auto` on
+    a CPU without an x86 tier)."""
     name = os.environ.get(ENV, "auto").strip().lower() or "auto"
     if name == "none":
         return None
     if name == "auto":
-        return runnable()[0]
+        return next((t for t in runnable() if t.requires), None)
     tier = BY_NAME.get(name)
     if tier is None:
         raise ValueError(f"{ENV}={name!r} is not a kernel tier; use one of {', '.join(BY_NAME)}, 'auto' or 'none'")

@@ -9,7 +9,8 @@
 // holds code i in its low and code i + BLOCK/2 in its high nibble): u = LUT[code] via one byte shuffle.
 // The activations come as PARTS int8 parts x ≈ Σ_p s_p·q_p (activation_parts.h), and simd::dot adds
 // Σ (u - SHIFT)·q_p per 4 byte pairs into int32 (SHIFT puts u - SHIFT in the tier's operand range:
-// 0 for unsigned operands, else the constant offset where it fits a signed byte, or 128). So
+// 0 for unsigned operands and tables within 0..127, else the constant offset where it fits a signed
+// byte, or 128). So
 // out[n, m] = VALUE_SCALE · Σ_g s (Σ_p s_p·Σ (u - SHIFT)·q_p − (off - SHIFT)·Σ_g x̂), with Σ_g x̂ the
 // group sums of the quantized activations (the offset term then cancels exactly); a per-channel (or per-tensor) scale multiplies
 // the row's result at the end, so no epilogue pass is needed after the kernel. W8A8 is PARTS = 1:
@@ -41,7 +42,14 @@ constexpr bool fits_signed_after(int shift) {
         if (LUT_U[i] - shift < -128 || LUT_U[i] - shift > 127) return false;
     return true;
 }
-constexpr int SHIFT = BIAS ? 0
+constexpr bool small_table() {
+    for (int i = 0; i < 16; ++i)
+        if (LUT_U[i] > 127) return false;
+    return true;
+}
+// Table values in 0..127 (int2-int4 codes) go unshifted through `dot_small` (no sign trick on AVX2)
+constexpr bool SMALL = NIBBLES && small_table();
+constexpr int SHIFT = BIAS || SMALL ? 0
                     : !NIBBLES || HAS_ZERO || !fits_signed_after((int)OFFSET) ? 128 : (int)OFFSET;
 constexpr uint8_t XOR_BYTES = (FLIP_SIGN ? 0x80 : 0x00) ^ (SHIFT == 128 ? 0x80 : 0x00);  // bytes: SHIFT is 0 or 128
 
@@ -126,7 +134,8 @@ extern "C" void kernel(const float* x, const uint8_t* codes, const float* scale,
                             for (int64_t v = 0; v < VU; ++v)
                                 for (int p = 0; p < PARTS; ++p) {
                                     const int8_t* xq = a.q[p] + (m0 + m) * KP + s * 64 + v * W;
-                                    acc[m][p][v % A] = dot(acc[m][p][v % A], w[v], load8(xq));
+                                    acc[m][p][v % A] = SMALL ? dot_small(acc[m][p][v % A], w[v], load8(xq))
+                                                             : dot(acc[m][p][v % A], w[v], load8(xq));
                                 }
                     }
                     const int64_t at = (SCALE_ROWS > 1 ? n * SCALE_COLS : 0) + (SCALE_COLS > 1 ? g : 0);

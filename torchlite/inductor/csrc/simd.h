@@ -11,6 +11,8 @@
 // The integer dot product `dot(acc, a, b)` adds Σ a·b over each 4 bytes to a 32-bit lane: b is a
 // signed byte in ±127; a's byte is read unsigned where BIAS = 128 (vpdpbusd: 0..255) and signed where
 // BIAS = 0 (-128..127). Kernels shift their first operand into that range and correct the sums.
+// `dot_small` is `dot` for first operands known to lie in 0..127 (read alike on every tier), which AVX2
+// multiplies without the sign trick.
 // Byte tables (`lut16`) hold 16 entries, repeated in every 16-byte lane of a vector.
 #pragma once
 #define TIER_AVX512_VNNI 1
@@ -72,6 +74,7 @@ static inline void nibble_step(const uint8_t* raw, V8* out) {
 static inline V32 zero32() { return _mm512_setzero_si512(); }
 static inline V32 add32(V32 a, V32 b) { return _mm512_add_epi32(a, b); }
 static inline V32 dot(V32 acc, V8 a, V8 b) { return _mm512_dpbusd_epi32(acc, a, b); }
+static inline V32 dot_small(V32 acc, V8 a, V8 b) { return dot(acc, a, b); }
 static inline int32_t sum32(V32 v) { return _mm512_reduce_add_epi32(v); }
 static inline VF zerof() { return _mm512_setzero_ps(); }
 static inline VF to_float(V32 v) { return _mm512_cvtepi32_ps(v); }
@@ -110,15 +113,17 @@ static inline V32 zero32() { return _mm256_setzero_si256(); }
 static inline V32 add32(V32 a, V32 b) { return _mm256_add_epi32(a, b); }
 #if TIER == TIER_AVX_VNNI && AVX_VNNI_EVEX
 static inline V32 dot(V32 acc, V8 a, V8 b) { return _mm256_dpbusd_epi32(acc, a, b); }
+static inline V32 dot_small(V32 acc, V8 a, V8 b) { return dot(acc, a, b); }
 #elif TIER == TIER_AVX_VNNI
 static inline V32 dot(V32 acc, V8 a, V8 b) { return _mm256_dpbusd_avx_epi32(acc, a, b); }
+static inline V32 dot_small(V32 acc, V8 a, V8 b) { return dot(acc, a, b); }
 #else
-// |a| (unsigned, at most 128) times b with a's sign: pairs stay within 2·128·127 < 2^15, so vpmaddubsw
-// never saturates
-static inline V32 dot(V32 acc, V8 a, V8 b) {
-    const __m256i pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a));
-    return _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+// a (unsigned, at most 127) times b: pairs stay within 2·127·127 < 2^15, so vpmaddubsw never saturates
+static inline V32 dot_small(V32 acc, V8 a, V8 b) {
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1)));
 }
+// |a| (at most 128) times b with a's sign (llama.cpp's sign trick): within 2·128·127 < 2^15 too
+static inline V32 dot(V32 acc, V8 a, V8 b) { return dot_small(acc, _mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a)); }
 #endif
 static inline int32_t sum32(V32 v) {
     __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
@@ -135,26 +140,27 @@ static inline float sumf(VF v) {
     return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
 
-#else  // portable
+#else  // portable: fixed-length loops the compiler turns into vector code (omp simd forces it)
 constexpr int W = 32;
 constexpr int BIAS = 0;
 struct V8 { int8_t b[W]; };
 struct V32 { int32_t v[W / 4]; };
 struct VF { float v[W / 4]; };
+#define SIMD_LOOP _Pragma("omp simd")
 static inline V8 load8(const void* p) { V8 r; std::memcpy(r.b, p, W); return r; }
 static inline V8 load8_n(const void* p, int64_t n) {
     V8 r = {};
     if (n > 0) std::memcpy(r.b, p, std::min<int64_t>(n, W));
     return r;
 }
-static inline V8 splat8(uint8_t v) { V8 r; for (int i = 0; i < W; ++i) r.b[i] = (int8_t)v; return r; }
-static inline V8 xor8(V8 a, V8 b) { for (int i = 0; i < W; ++i) a.b[i] ^= b.b[i]; return a; }
-static inline V8 low4(V8 v) { for (int i = 0; i < W; ++i) v.b[i] &= 0x0F; return v; }
-static inline V8 high4(V8 v) { for (int i = 0; i < W; ++i) v.b[i] = (int8_t)(((uint8_t)v.b[i] >> 4) & 0x0F); return v; }
+static inline V8 splat8(uint8_t v) { V8 r; SIMD_LOOP for (int i = 0; i < W; ++i) r.b[i] = (int8_t)v; return r; }
+static inline V8 xor8(V8 a, V8 b) { SIMD_LOOP for (int i = 0; i < W; ++i) a.b[i] ^= b.b[i]; return a; }
+static inline V8 low4(V8 v) { SIMD_LOOP for (int i = 0; i < W; ++i) v.b[i] &= 0x0F; return v; }
+static inline V8 high4(V8 v) { SIMD_LOOP for (int i = 0; i < W; ++i) v.b[i] = (int8_t)(((uint8_t)v.b[i] >> 4) & 0x0F); return v; }
 static inline V8 lut16(V8 table, V8 idx) { V8 r; for (int i = 0; i < W; ++i) r.b[i] = table.b[idx.b[i] & 15]; return r; }
 static inline V8 broadcast16(const void* p) { V8 r; for (int i = 0; i < W; i += 16) std::memcpy(r.b + i, p, 16); return r; }
 static inline V8 select(V8 code, V8 bit, V8 if_set, V8 if_clear) {
-    for (int i = 0; i < W; ++i) if_clear.b[i] = (code.b[i] & bit.b[i]) ? if_set.b[i] : if_clear.b[i];
+    SIMD_LOOP for (int i = 0; i < W; ++i) if_clear.b[i] = (code.b[i] & bit.b[i]) ? if_set.b[i] : if_clear.b[i];
     return if_clear;
 }
 static inline void nibble_step(const uint8_t* raw, V8* out) {
@@ -162,17 +168,20 @@ static inline void nibble_step(const uint8_t* raw, V8* out) {
     out[1] = high4(load8(raw));
 }
 static inline V32 zero32() { return V32{}; }
-static inline V32 add32(V32 a, V32 b) { for (int i = 0; i < W / 4; ++i) a.v[i] += b.v[i]; return a; }
+static inline V32 add32(V32 a, V32 b) { SIMD_LOOP for (int i = 0; i < W / 4; ++i) a.v[i] += b.v[i]; return a; }
 static inline V32 dot(V32 acc, V8 a, V8 b) {
-    for (int i = 0; i < W / 4; ++i)
-        for (int j = 0; j < 4; ++j) acc.v[i] += (int32_t)a.b[4 * i + j] * (int32_t)b.b[4 * i + j];
+    int16_t prod[W];
+    SIMD_LOOP for (int i = 0; i < W; ++i) prod[i] = (int16_t)(a.b[i] * b.b[i]);
+    SIMD_LOOP for (int i = 0; i < W / 4; ++i)
+        acc.v[i] += (int32_t)prod[4 * i] + prod[4 * i + 1] + prod[4 * i + 2] + prod[4 * i + 3];
     return acc;
 }
-static inline int32_t sum32(V32 v) { int32_t s = 0; for (int i = 0; i < W / 4; ++i) s += v.v[i]; return s; }
+static inline V32 dot_small(V32 acc, V8 a, V8 b) { return dot(acc, a, b); }
+static inline int32_t sum32(V32 v) { int32_t s = 0; SIMD_LOOP for (int i = 0; i < W / 4; ++i) s += v.v[i]; return s; }
 static inline VF zerof() { return VF{}; }
-static inline VF to_float(V32 v) { VF r; for (int i = 0; i < W / 4; ++i) r.v[i] = (float)v.v[i]; return r; }
-static inline VF addf(VF a, VF b) { for (int i = 0; i < W / 4; ++i) a.v[i] += b.v[i]; return a; }
-static inline VF fmadd(VF a, float b, VF c) { for (int i = 0; i < W / 4; ++i) c.v[i] += a.v[i] * b; return c; }
+static inline VF to_float(V32 v) { VF r; SIMD_LOOP for (int i = 0; i < W / 4; ++i) r.v[i] = (float)v.v[i]; return r; }
+static inline VF addf(VF a, VF b) { SIMD_LOOP for (int i = 0; i < W / 4; ++i) a.v[i] += b.v[i]; return a; }
+static inline VF fmadd(VF a, float b, VF c) { SIMD_LOOP for (int i = 0; i < W / 4; ++i) c.v[i] += a.v[i] * b; return c; }
 static inline float sumf(VF v) { float s = 0.f; for (int i = 0; i < W / 4; ++i) s += v.v[i]; return s; }
 #endif
 
