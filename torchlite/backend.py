@@ -22,7 +22,7 @@ from .calibration import calibration_batches
 from .errors import TorchliteError
 from .graph.lift import TRAINABLE, lift_linear_weights
 from .log import logger
-from .passes.route import route_decode_attention, route_float_linears
+from .passes.route import fuse_shared_inputs, route_decode_attention, route_float_linears
 from .pipeline import apply_recipe
 from .recipe import Recipe, parse_recipe
 
@@ -86,20 +86,23 @@ def _inductor(gm: fx.GraphModule, example_inputs) -> Callable:
 
 
 def _compile(gm: fx.GraphModule, example_inputs) -> Callable:
-    """Inductor with torchlite's lowerings; for inference, float linears go through
-    `torchlite::linear` (decode shapes as a bandwidth-bound reduction, torchlite.inductor.dense)
-    and decode-shaped attention through `decode_attention` (both routed by torchlite.passes.route)."""
+    """Inductor with torchlite's lowerings; for inference, linears that share an input and whose
+    weights are constants become one call, float linears go through `torchlite::linear` (decode shapes
+    as a bandwidth-bound reduction, torchlite.inductor.dense) and decode-shaped attention through
+    `decode_attention` (all three by torchlite.passes.route)."""
     if torch.is_grad_enabled():
         return _inductor(gm, example_inputs)
-    routed, linears = route_float_linears(gm)
+    routed, fused = fuse_shared_inputs(gm)
+    routed, linears = route_float_linears(routed)
     routed, attention = route_decode_attention(routed)
     try:
         compiled = _inductor(routed, example_inputs)
     except Exception as exc:
         logger.warning("lite: compiling with torchlite::linear failed (%s: %s); using plain Inductor", type(exc).__name__, exc)
         return _inductor(gm, example_inputs)
-    logger.info("lite: %d floating-point linear(s) lowered through torchlite::linear, %d decode attention(s) "
-                "as fused reductions", len(linears.layers), len(attention.layers))
+    logger.info("lite: %d group(s) of linears sharing an input fused into one call, %d floating-point linear(s) "
+                "lowered through torchlite::linear, %d decode attention(s) as fused reductions",
+                len(fused.layers), len(linears.layers), len(attention.layers))
     return compiled
 
 

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 import torchlite
 from torchlite import Factor, Prune, Quantize
-from torchlite.passes.route import route_decode_attention, route_float_linears
+from torchlite.passes.route import fuse_shared_inputs, route_decode_attention, route_float_linears
 
 
 def snapshot(gm):
@@ -41,6 +41,9 @@ PASSES = {
     "factor whiten": lambda gm, ids: torchlite.passes.factor(gm, Factor(ratio=0.5, method="whiten", min_saving=0.0), calib=[ids]),
     "route float linears": lambda gm, ids: route_float_linears(gm),
     "route decode attention": lambda gm, ids: route_decode_attention(gm),
+    "fuse shared inputs": lambda gm, ids: fuse_shared_inputs(gm),
+    "fuse shared inputs (int4 g32 codes)": lambda gm, ids: fuse_shared_inputs(
+        torchlite.passes.quantize(gm, Quantize(bits=4, group_size=32, symmetric=False))[0]),
 }
 
 

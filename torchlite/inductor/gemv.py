@@ -32,7 +32,8 @@ STEP = 64  # weights per step of the kernel
 def gemv_usable(x2, m_rows, kp: int, block: int, group: int) -> bool:
     """Whether `gemv_sums` can take this call (otherwise the generated reduction is used)."""
     group = group or kp
-    return bool(takes_decode_call(x2, m_rows)) and kp % STEP == 0 and block % STEP == 0 and group % block == 0
+    layout = group == 32 or (block % STEP == 0 and group % block == 0)  # groups of 32: two per step
+    return bool(takes_decode_call(x2, m_rows)) and kp % STEP == 0 and layout
 
 
 def byte_table(values: torch.Tensor) -> tuple[list[int], float, float]:

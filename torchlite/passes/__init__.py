@@ -7,9 +7,9 @@ from .prune import PruneReport
 from .prune import run as prune
 from .quantize import QuantizeReport
 from .quantize import run as quantize
-from .route import route_decode_attention, route_float_linears
+from .route import fuse_shared_inputs, route_decode_attention, route_float_linears
 
 __all__ = [
-    "FactorReport", "PruneReport", "QuantizeReport", "factor", "pack_nm", "prune", "quantize", "route_decode_attention",
-    "route_float_linears",
+    "FactorReport", "PruneReport", "QuantizeReport", "factor", "fuse_shared_inputs", "pack_nm", "prune", "quantize",
+    "route_decode_attention", "route_float_linears",
 ]

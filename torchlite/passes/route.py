@@ -14,6 +14,14 @@ whose query has at most FUSED_MAX_ROWS positions (known at compile time) is rewr
 `decode_attention`: plain tensor ops (products and sums) that Inductor generates as reductions inside
 the surrounding kernel, with grouped (GQA) key/value heads read in place rather than repeated. Longer
 queries (prefill) keep the flash kernel.
+
+`fuse_shared_inputs`: linears that read the same input (a layer's q/k/v projections, an MLP's gate and
+up) become one call over their weights concatenated along the output rows, whose result is sliced
+back: one kernel call, one pass over the activations (and one activation quantization for the
+hand-written kernels) instead of several. Any scheme whose stored tensors are per output row fuses:
+float weights, integer and log codes with per-channel or per-group scales (and zero points), W8A8 with
+one shared activation scale; per-tensor scales, codebooks and N:M storage stay apart. Weights must be
+graph constants (the backend lifts them); a weight another op also reads is left alone.
 """
 from __future__ import annotations
 
@@ -24,10 +32,13 @@ import torch.fx as fx
 import torch.nn.functional as F
 
 from ..graph.attrs import clone, get_attr_value
+from ..graph import meta
 from ..graph.cost import Cost
-from ..graph.linear import LINEAR_FUNCTIONS
+from ..graph.linear import LINEAR_FUNCTIONS, find_linears
+from ..graph.rewrite import copy_meta, drop_unused, new_constant
 from ..inductor.decode import FUSED_MAX_ROWS
 from ..ops import dense as _dense_ops  # noqa: F401  (torchlite::linear must exist before we route to it)
+from ..ops import quant as _quant_ops  # noqa: F401
 from ..report import Report
 
 SDPA_FUNCTIONS = {F.scaled_dot_product_attention, torch._C._nn.scaled_dot_product_attention}
@@ -129,5 +140,93 @@ def route_decode_attention(gm: fx.GraphModule) -> tuple[fx.GraphModule, Report]:
         node.args = (args["query"], args["key"], args["value"])
         node.kwargs = {"attn_mask": args.get("attn_mask"), "scale": args.get("scale")}
         report.layers.append(Routed(node.name))
+    new.recompile()
+    return new, report
+
+
+@dataclass(frozen=True)
+class _RowSpec:
+    rows: tuple[int, ...]  # argument positions of per-output-row tensors (None allowed)
+    same: tuple[int, ...]  # argument positions that must be equal across the fused calls
+
+
+_ROW_SPECS = {
+    **{f: _RowSpec(rows=(1, 2), same=()) for f in LINEAR_FUNCTIONS},
+    torch.ops.torchlite.linear.default: _RowSpec(rows=(1, 2), same=()),
+    torch.ops.torchlite.qlinear.default: _RowSpec(rows=(1, 2, 3, 4), same=(5, 6, 7)),
+    torch.ops.torchlite.qlinear_log.default: _RowSpec(rows=(1, 2, 3), same=(4, 5, 6)),
+    torch.ops.torchlite.qlinear_a8.default: _RowSpec(rows=(1, 2, 3), same=(4, 5)),
+}
+
+
+def _fusable_key(gm: fx.GraphModule, node: fx.Node, readers: dict):
+    """What calls must share to fuse with `node` (None: it cannot fuse): op, input, equal arguments,
+    and per row tensor its presence, dtype and trailing shape; every row tensor a constant with one
+    row per output feature that nothing else reads."""
+    spec = _ROW_SPECS.get(node.target) if node.op == "call_function" else None
+    if spec is None or node.kwargs:
+        return None
+    args = _padded_args(node, spec)
+    rows = None
+    signature = []
+    for i in spec.rows:
+        arg = args[i]
+        if arg is None:
+            signature.append(None)
+            continue
+        t = get_attr_value(gm, str(arg.target)) if isinstance(arg, fx.Node) and arg.op == "get_attr" else None
+        if not isinstance(t, torch.Tensor) or t.dim() == 0 or readers[arg] != 1:
+            return None
+        rows = t.shape[0] if rows is None else rows
+        if t.shape[0] != rows or rows < 2:  # a per-tensor scale has one row
+            return None
+        signature.append((t.dtype, tuple(t.shape[1:])))
+    if rows is None:
+        return None
+    return (node.target, args[0], tuple(args[i] for i in spec.same), tuple(signature))
+
+
+def _padded_args(node: fx.Node, spec: _RowSpec) -> list:
+    """The call's arguments, trailing optional ones (a linear's bias) filled in as None."""
+    return list(node.args) + [None] * (max(spec.rows + spec.same) + 1 - len(node.args))
+
+
+def fuse_shared_inputs(gm: fx.GraphModule) -> tuple[fx.GraphModule, Report]:
+    """A copy of `gm` in which linears that share their input (and fuse, see the module docstring) are one
+    call sliced back into their outputs; the report names each fused group (`a+b+c`)."""
+    new = clone(gm)
+    report = Report("fused linears")
+    readers = {n: len(n.users) for n in new.graph.nodes}
+    layer_names = {site.node: site.name for site in find_linears(new)}
+    groups: dict = {}
+    for node in new.graph.nodes:
+        key = _fusable_key(new, node, readers)
+        if key is not None:
+            groups.setdefault(key, []).append(node)
+    for key, nodes in groups.items():
+        if len(nodes) < 2:
+            continue
+        spec, first = _ROW_SPECS[key[0]], nodes[0]
+        names = [layer_names.get(n) or n.meta.get(meta.NAME, n.name) for n in nodes]
+        args = _padded_args(first, spec)
+        for i in spec.rows:
+            if args[i] is None:
+                continue
+            tensors = [get_attr_value(new, str(_padded_args(n, spec)[i].target)) for n in nodes]
+            args[i] = new_constant(new, f"{names[0]}.fused{i}", torch.cat(tensors, 0), first)
+        with new.graph.inserting_before(first):
+            fused = new.graph.call_function(key[0], tuple(args))
+            copy_meta(first, fused)
+            fused.meta[meta.NAME] = "+".join(names)
+            offset = 0
+            for n in nodes:
+                out_rows = get_attr_value(new, str(n.args[spec.rows[0]].target)).shape[0]
+                part = new.graph.call_function(torch.narrow, (fused, -1, offset, out_rows))
+                offset += out_rows
+                n.replace_all_uses_with(part)
+        for n in nodes:
+            new.graph.erase_node(n)
+        report.layers.append(Routed("+".join(names)))
+    drop_unused(new, gm)
     new.recompile()
     return new, report

@@ -16,16 +16,18 @@
 // the row's result at the end, so no epilogue pass is needed after the kernel. W8A8 is PARTS = 1:
 // exactly torchlite::qlinear_a8's int8 activations.
 // A step is 64 weights; the activations are stored in step order (for nibbles: the inputs of the 32
-// low codes, then of the 32 high codes).
-static_assert(KP % 64 == 0 && GROUP % 64 == 0 && KP % GROUP == 0, "layout the kernel cannot take");
-static_assert(!NIBBLES || (BLOCK % 64 == 0 && GROUP % BLOCK == 0), "nibble layout the kernel cannot take");
+// low codes, then of the 32 high codes). Groups of 32 (SPLIT) put two scale groups in each step: the
+// step's products are scaled per lane (like llama.cpp's Q4_0 / Q8_0 blocks) instead of per group.
+static_assert(KP % 64 == 0 && (GROUP % 64 == 0 || GROUP == 32) && KP % GROUP == 0, "layout the kernel cannot take");
+static_assert(!NIBBLES || ((BLOCK % 64 == 0 || BLOCK == 32) && GROUP % BLOCK == 0), "nibble layout the kernel cannot take");
 static_assert(KP / 64 < (1 << 14), "int32 accumulators could overflow");
 using namespace simd;
 constexpr int64_t NG = KP / GROUP;        // scale groups per row
 constexpr int64_t STEPS = KP / 64;        // 64-weight steps per row
-constexpr int64_t GROUP_STEPS = GROUP / 64;
+constexpr bool SPLIT = GROUP == 32;
+constexpr int64_t GROUP_STEPS = SPLIT ? 1 : GROUP / 64;
 constexpr int64_t VPS = 64 / W;           // vectors per step
-constexpr int U = GROUP_STEPS % 2 == 0 ? 2 : 1;  // steps per iteration
+constexpr int U = !SPLIT && GROUP_STEPS % 2 == 0 ? 2 : 1;  // steps per iteration
 constexpr int64_t VU = U * VPS;           // weight vectors per iteration
 // Nibbles in 64-byte vectors, two steps at a time: 64 bytes give the low codes of both steps in one
 // vector and the high codes in another (no lane insert); the activations are then stored per step pair
@@ -68,7 +70,14 @@ static void quantize_activations(const float* x, const float* x_scale, Activatio
         quantize_parts(x + m * K_IN, x_scale, a.rest, a.natural, a.scale[m]);
         for (int64_t s = 0; s < STEPS; ++s) {
             for (int half = 0; half < 2; ++half) {
-                int64_t k = NIBBLES ? (s / (BLOCK / 64)) * BLOCK + (s % (BLOCK / 64)) * 32 + half * (BLOCK / 2) : s * 64 + half * 32;
+                if (NIBBLES && BLOCK == 32) {  // the step's two blocks: [low 16 of each | high 16 of each]
+                    for (int j = 0; j < 2; ++j)
+                        for (int p = 0; p < PARTS; ++p)
+                            std::memcpy(a.q[p] + m * KP + s * 64 + half * 32 + j * 16, a.natural[p] + s * 64 + j * 32 + half * 16, 16);
+                    continue;
+                }
+                const int64_t block_steps = std::max<int64_t>(BLOCK / 64, 1);
+                int64_t k = NIBBLES ? (s / block_steps) * BLOCK + (s % block_steps) * 32 + half * (BLOCK / 2) : s * 64 + half * 32;
                 int64_t at = m * KP + (PAIRED ? (s / 2) * 128 + half * 64 + (s % 2) * 32 : s * 64 + half * 32);
                 for (int p = 0; p < PARTS; ++p) std::memcpy(a.q[p] + at, a.natural[p] + k, 32);
             }
@@ -97,6 +106,43 @@ static inline void weight_vectors(const uint8_t* row, int64_t s, V8 lut, V8 flip
     }
 }
 
+// SPLIT: out[n, m] for weight row n, two scale groups per step. `second[v]`: 1.0 on the lanes of
+// vector v that belong to the step's second group, else 0.
+static inline void split_row(int64_t n, const uint8_t* row, const float* scale, const uint8_t* zero, const Activations& a,
+                             V8 lut, V8 flip, const float (*second)[W / 4], float* out) {
+    for (int64_t m0 = 0; m0 < M_ROWS; m0 += MC) {
+        VF total[MC][PARTS];
+        float zterm[MC] = {};
+        for (int64_t m = 0; m < MC; ++m)
+            for (int p = 0; p < PARTS; ++p) total[m][p] = zerof();
+        for (int64_t s = 0; s < STEPS; ++s) {
+            if (m0 == 0) prefetch_codes(row + s * STEP_BYTES);
+            V8 w[VPS];
+            weight_vectors(row, s, lut, flip, w);
+            const int64_t at = (SCALE_ROWS > 1 ? n * SCALE_COLS : 0) + 2 * s;
+            const float s0 = scale[at], s1 = scale[at + 1];
+            const float off0 = (HAS_ZERO ? (float)zero[at] : (float)OFFSET) - (float)SHIFT;
+            const float off1 = (HAS_ZERO ? (float)zero[at + 1] : (float)OFFSET) - (float)SHIFT;
+            VF sv[VPS];
+            for (int64_t v = 0; v < VPS; ++v) sv[v] = fmaddv(splatf(s1 - s0), loadf(second[v]), splatf(s0));
+            for (int64_t m = 0; m < MC; ++m) {
+                for (int64_t v = 0; v < VPS; ++v)
+                    for (int p = 0; p < PARTS; ++p) {
+                        const V8 xq = load8(a.q[p] + (m0 + m) * KP + s * 64 + v * W);
+                        const V32 d = SMALL ? dot_small(zero32(), w[v], xq) : dot(zero32(), w[v], xq);
+                        total[m][p] = fmaddv(to_float(d), sv[v], total[m][p]);
+                    }
+                zterm[m] += s0 * off0 * a.sum[(m0 + m) * NG + 2 * s] + s1 * off1 * a.sum[(m0 + m) * NG + 2 * s + 1];
+            }
+        }
+        for (int64_t m = 0; m < MC; ++m) {
+            float sum = 0.f;
+            for (int p = 0; p < PARTS; ++p) sum += a.scale[m0 + m][p] * sumf(total[m][p]);
+            out[n * M_ROWS + m0 + m] = (float)VALUE_SCALE * (sum - zterm[m]);
+        }
+    }
+}
+
 extern "C" void kernel(const float* x, const uint8_t* codes, const float* scale, const uint8_t* zero,
                        const float* x_scale, float* out) {
     std::unique_ptr<Activations> scratch(new Activations);
@@ -105,12 +151,22 @@ extern "C" void kernel(const float* x, const uint8_t* codes, const float* scale,
     alignas(64) uint8_t lut_bytes[64];
     for (int i = 0; i < 64; ++i) lut_bytes[i] = (uint8_t)(LUT_U[i % 16] - SHIFT);
     const V8 lut = load8(lut_bytes), flip = splat8(XOR_BYTES);
+    alignas(64) float second[VPS][W / 4];
+    for (int64_t v = 0; v < VPS; ++v)
+        for (int64_t l = 0; l < W / 4; ++l) {
+            const int64_t at = v * W + 4 * l;  // the lane's first byte in the step's activation order
+            second[v][l] = (float)(NIBBLES ? (at % 32) / 16 : at / 32);
+        }
     #pragma omp parallel
     {
         const ThreadRows rows;
         for (int64_t r = 0; r < rows.count; ++r) {
             const int64_t n = rows[r];
             const uint8_t* row = codes + n * ROW_BYTES;
+            if (SPLIT) {
+                split_row(n, row, scale, zero, a, lut, flip, second, out);
+                continue;
+            }
             // Activation rows in chunks of MC: more accumulators than registers would spill; the weight
             // row is read from memory once and from the cache for the further chunks.
             for (int64_t m0 = 0; m0 < M_ROWS; m0 += MC) {

@@ -80,6 +80,9 @@ static inline VF zerof() { return _mm512_setzero_ps(); }
 static inline VF to_float(V32 v) { return _mm512_cvtepi32_ps(v); }
 static inline VF addf(VF a, VF b) { return _mm512_add_ps(a, b); }
 static inline VF fmadd(VF a, float b, VF c) { return _mm512_fmadd_ps(a, _mm512_set1_ps(b), c); }
+static inline VF fmaddv(VF a, VF b, VF c) { return _mm512_fmadd_ps(a, b, c); }
+static inline VF splatf(float v) { return _mm512_set1_ps(v); }
+static inline VF loadf(const float* p) { return _mm512_loadu_ps(p); }
 static inline float sumf(VF v) { return _mm512_reduce_add_ps(v); }
 
 #elif TIER == TIER_AVX_VNNI || TIER == TIER_AVX2
@@ -134,6 +137,9 @@ static inline VF zerof() { return _mm256_setzero_ps(); }
 static inline VF to_float(V32 v) { return _mm256_cvtepi32_ps(v); }
 static inline VF addf(VF a, VF b) { return _mm256_add_ps(a, b); }
 static inline VF fmadd(VF a, float b, VF c) { return _mm256_fmadd_ps(a, _mm256_set1_ps(b), c); }
+static inline VF fmaddv(VF a, VF b, VF c) { return _mm256_fmadd_ps(a, b, c); }
+static inline VF splatf(float v) { return _mm256_set1_ps(v); }
+static inline VF loadf(const float* p) { return _mm256_loadu_ps(p); }
 static inline float sumf(VF v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -182,6 +188,9 @@ static inline VF zerof() { return VF{}; }
 static inline VF to_float(V32 v) { VF r; SIMD_LOOP for (int i = 0; i < W / 4; ++i) r.v[i] = (float)v.v[i]; return r; }
 static inline VF addf(VF a, VF b) { SIMD_LOOP for (int i = 0; i < W / 4; ++i) a.v[i] += b.v[i]; return a; }
 static inline VF fmadd(VF a, float b, VF c) { SIMD_LOOP for (int i = 0; i < W / 4; ++i) c.v[i] += a.v[i] * b; return c; }
+static inline VF fmaddv(VF a, VF b, VF c) { SIMD_LOOP for (int i = 0; i < W / 4; ++i) c.v[i] += a.v[i] * b.v[i]; return c; }
+static inline VF splatf(float v) { VF r; SIMD_LOOP for (int i = 0; i < W / 4; ++i) r.v[i] = v; return r; }
+static inline VF loadf(const float* p) { VF r; std::memcpy(r.v, p, sizeof(r.v)); return r; }
 static inline float sumf(VF v) { float s = 0.f; for (int i = 0; i < W / 4; ++i) s += v.v[i]; return s; }
 #endif
 
