@@ -1,8 +1,8 @@
 """The hand-written decode kernels on every kernel tier this CPU runs, side by side in one process.
 
 Each tier (torchlite/inductor/tiers.py) is forced in turn while its copy of the compressed stack
-compiles; a CPU with AVX-512 also runs the AVX2 and portable kernels, so one machine measures what an
-AVX2-only CPU's kernels do per byte (at this machine's bandwidth). Rows: each tier x recipe, the
+compiles; a CPU with AVX-512 also runs the AVX2 kernels, so one machine measures what an AVX2-only
+CPU's kernels do per byte (at this machine's bandwidth). The portable tier (forced only) is left out. Rows: each tier x recipe, the
 generated reduction (`none`), and `quantize_dynamic` (fbgemm, AVX2 and AVX-512 kernels) as the peer.
 Rounds, roofline and distinct layer copies as in linear_decode.py.
 """
@@ -34,7 +34,7 @@ def entries(model, m: int, k: int, compressed: dict) -> list:
     fp32 = weight_bytes(model)
     x = torch.randn(m, k)
     out = []
-    for tier in [*tiers.runnable(), None]:
+    for tier in [*(t for t in tiers.runnable() if t.requires), None]:  # portable: forced only, far slower
         for label, small in compressed.items():
             if tier is None and label != "int8":
                 continue
