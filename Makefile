@@ -33,6 +33,8 @@ bench: venv
 	$(PIP) -e ".[bench]"
 	cd benchmarks && HF_HUB_OFFLINE=1 ../$(PY) linear_decode.py
 	cd benchmarks && HF_HUB_OFFLINE=1 ../$(PY) nm_decode.py
+	cd benchmarks && HF_HUB_OFFLINE=1 ../$(PY) kernel_tiers.py
+	cd benchmarks && HF_HUB_OFFLINE=1 ../$(PY) model_tiers.py
 	cd benchmarks && HF_HUB_OFFLINE=1 ../$(PY) model_decode.py
 	cd benchmarks && HF_HUB_OFFLINE=1 ../$(PY) quant_quality.py
 	cd benchmarks && HF_HUB_OFFLINE=1 ../$(PY) factor_quality.py
