@@ -66,6 +66,16 @@ def test_kernel_matches_eager(name, make, k, rows):
     _close(out, f(x), parts_error_bound(qw.dequantize(), x, parts_for(qw.bits)))
 
 
+@pytest.mark.parametrize("group", [None, 32])
+def test_log_codes_wider_than_a_nibble_keep_the_generated_reduction(group):
+    qw = quantize_log(torch.randn(24, 256), 6, group, "group" if group else "channel")
+    f = _log(qw)
+    x = torch.randn(1, 256)
+    out, code = _compiled_and_code(f, x)
+    assert "cpp_torchlite_gemv" not in code
+    torch.testing.assert_close(out, f(x), rtol=1e-4, atol=1e-4 * f(x).abs().max().item())
+
+
 @pytest.mark.parametrize("name, make", CASES, ids=[c[0] for c in CASES])
 def test_every_tier_matches_eager(kernel_tier, name, make):
     """Each scheme on each tier (forced): 2 activation rows (a pass of two), K padded, groups of one

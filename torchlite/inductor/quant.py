@@ -115,7 +115,10 @@ def _qlinear(x, w: _QuantizedWeight, qdata, scale, zero, bias, group_size, in_fe
     kp = padded_in_features(in_features, w.bits, group_size)
     # the hand-written kernel applies every scale itself; the generated reduction leaves a per-channel
     # scale to the epilogue
-    in_kernel = gemv.gemv_usable(x, matrix_rows(x), kp, w.block if w.packed else gemv.STEP, group_size)
+    # log codes wider than a nibble are not integers the kernel can multiply (nibbles go through `table`)
+    in_kernel = (w.packed or not w.log) and gemv.gemv_usable(
+        x, matrix_rows(x), kp, w.block if w.packed else gemv.STEP, group_size
+    )
 
     def sums(x2, m_rows):
         if in_kernel:
