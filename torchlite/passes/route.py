@@ -38,7 +38,7 @@ from ..graph.linear import LINEAR_FUNCTIONS, find_linears
 from ..graph.rewrite import copy_meta, drop_unused, new_constant
 from ..inductor.decode import FUSED_MAX_ROWS
 from ..ops import dense as _dense_ops  # noqa: F401  (torchlite::linear must exist before we route to it)
-from ..ops import quant as _quant_ops  # noqa: F401
+from ..ops import quant as _quant_ops  # noqa: F401  (the quantized ops fuse_shared_inputs rewrites)
 from ..report import Report
 
 SDPA_FUNCTIONS = {F.scaled_dot_product_attention, torch._C._nn.scaled_dot_product_attention}
