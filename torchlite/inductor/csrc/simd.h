@@ -78,7 +78,6 @@ static inline V32 dot_small(V32 acc, V8 a, V8 b) { return dot(acc, a, b); }
 static inline int32_t sum32(V32 v) { return _mm512_reduce_add_epi32(v); }
 static inline VF zerof() { return _mm512_setzero_ps(); }
 static inline VF to_float(V32 v) { return _mm512_cvtepi32_ps(v); }
-static inline VF addf(VF a, VF b) { return _mm512_add_ps(a, b); }
 static inline VF fmadd(VF a, float b, VF c) { return _mm512_fmadd_ps(a, _mm512_set1_ps(b), c); }
 static inline VF fmaddv(VF a, VF b, VF c) { return _mm512_fmadd_ps(a, b, c); }
 static inline VF splatf(float v) { return _mm512_set1_ps(v); }
@@ -135,7 +134,6 @@ static inline int32_t sum32(V32 v) {
 }
 static inline VF zerof() { return _mm256_setzero_ps(); }
 static inline VF to_float(V32 v) { return _mm256_cvtepi32_ps(v); }
-static inline VF addf(VF a, VF b) { return _mm256_add_ps(a, b); }
 static inline VF fmadd(VF a, float b, VF c) { return _mm256_fmadd_ps(a, _mm256_set1_ps(b), c); }
 static inline VF fmaddv(VF a, VF b, VF c) { return _mm256_fmadd_ps(a, b, c); }
 static inline VF splatf(float v) { return _mm256_set1_ps(v); }
@@ -186,7 +184,6 @@ static inline V32 dot_small(V32 acc, V8 a, V8 b) { return dot(acc, a, b); }
 static inline int32_t sum32(V32 v) { int32_t s = 0; SIMD_LOOP for (int i = 0; i < W / 4; ++i) s += v.v[i]; return s; }
 static inline VF zerof() { return VF{}; }
 static inline VF to_float(V32 v) { VF r; SIMD_LOOP for (int i = 0; i < W / 4; ++i) r.v[i] = (float)v.v[i]; return r; }
-static inline VF addf(VF a, VF b) { SIMD_LOOP for (int i = 0; i < W / 4; ++i) a.v[i] += b.v[i]; return a; }
 static inline VF fmadd(VF a, float b, VF c) { SIMD_LOOP for (int i = 0; i < W / 4; ++i) c.v[i] += a.v[i] * b; return c; }
 static inline VF fmaddv(VF a, VF b, VF c) { SIMD_LOOP for (int i = 0; i < W / 4; ++i) c.v[i] += a.v[i] * b.v[i]; return c; }
 static inline VF splatf(float v) { VF r; SIMD_LOOP for (int i = 0; i < W / 4; ++i) r.v[i] = v; return r; }
